@@ -1,0 +1,150 @@
+"""The ``bulkner`` command line.
+
+Exit codes: 0 every input record was processed; 3 some input records (documents, sentences) were
+rejected (see the rejects table); 1 a shard failed or the engine could not start; 2 bad usage or
+bad input (missing file, unknown type, an output directory of another configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, EngineConfig, RunConfig
+from bulkner.types import PRESETS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
+log = logging.getLogger("bulkner")
+
+EXIT_REJECTS = 3
+
+
+def sample_input() -> str:
+    """The embedded sample: a real NLM PubMed file of four citations."""
+    return str(resources.files("bulkner") / "data" / "sample-pubmed.xml.gz")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def choose_engine(name: str) -> str:
+    """``auto`` picks vLLM where it can run and says why it falls back to transformers."""
+    from bulkner.engines import engine_available
+
+    if name != "auto":
+        ok, reason = engine_available(name)
+        if not ok:
+            fail(f"engine {name!r} cannot run here: {reason}", 1)
+        return name
+    ok, reason = engine_available("vllm")
+    if ok:
+        return "vllm"
+    typer.secho(f"vLLM cannot run here ({reason}); using the transformers engine", fg=typer.colors.YELLOW, err=True)
+    return "transformers"
+
+
+def print_summary(summary: dict, json_path: Optional[Path]) -> None:
+    out = typer.echo
+    shards = summary["shards"]
+    out(f"shards: {shards['done']} done, {shards['skipped']} skipped (already done), {shards['failed']} failed")
+    for shard, error in summary["failed"].items():
+        out(f"  failed {shard}: {error}")
+    out(f"documents: {summary['documents']}  tombstones: {summary['tombstones']}  sentences: {summary['sentences']}")
+    if "entities_by_type" in summary and summary["prompt_tokens"]:
+        by_type = ", ".join(f"{t} {n}" for t, n in summary["entities_by_type"].items()) or "none"
+        out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type})")
+        out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
+    rejects = summary["rejects_by_reason"]
+    out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))
+    if summary["sentences_per_second"]:
+        out(f"time: {summary['seconds']} s, {summary['sentences_per_second']} sentences/s")
+    if json_path:
+        json_path.write_text(json.dumps(summary, indent=2))
+
+
+def execute(inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path]) -> None:
+    from bulkner.runner.local import run
+    from bulkner.writer import FingerprintMismatch
+
+    try:
+        summary = run(inputs, config, with_model=with_model, progress=True)
+    except (ValueError, FileNotFoundError, FingerprintMismatch) as err:
+        fail(str(err))
+    print_summary(summary.as_dict(), json_path)
+    if summary.count("failed"):
+        raise typer.Exit(1)
+    if summary.input_rejects:
+        raise typer.Exit(EXIT_REJECTS)
+
+
+INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, globs or object-store URLs."
+
+
+@app.command()
+def run(
+    inputs: List[str] = typer.Argument(None, help=INPUTS_HELP + " Default: the embedded sample."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; reruns skip finished shards)."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, local checkpoint directory or hub id."),
+    adapter: Optional[str] = typer.Option(None, help="Local LoRA adapter directory applied to --model."),
+    types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
+    types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
+    engine: str = typer.Option("auto", help="auto, vllm or transformers (auto: vLLM where it runs)."),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16."),
+    batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
+    max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
+    speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Run the whole pipeline: read, split sentences, tag with the LLM, parse spans, write Parquet."""
+    setup_logging(verbose)
+    if not inputs:
+        inputs = [sample_input()]
+        typer.echo(f"no input given: using the embedded sample {inputs[0]}", err=True)
+    try:
+        engine_config = EngineConfig(
+            name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
+            max_model_len=max_model_len, speculative_ngram=speculative_ngram,
+        )
+        type_names = tuple(t.strip() for t in types.split(",") if t.strip())
+        config = RunConfig(
+            out=str(out), types=type_names, types_file=str(types_file) if types_file else None,
+            engine=engine_config, batch_sentences=batch_sentences,
+        )
+    except ValueError as err:
+        fail(str(err))
+    execute(inputs, config, True, summary_json)
+
+
+@app.command()
+def split(
+    inputs: List[str] = typer.Argument(..., help=INPUTS_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Read and split sentences only (documents, sentences, tombstones, rejects tables; no model)."""
+    setup_logging(verbose)
+    execute(inputs, RunConfig(out=str(out)), False, summary_json)
+
+
+@app.command("types")
+def list_types() -> None:
+    """List the preset entity types and their definitions."""
+    for name, definition in PRESETS.items():
+        typer.echo(f"{name}: {definition}")
+
+
+def main() -> None:
+    app()

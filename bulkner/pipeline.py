@@ -1,0 +1,111 @@
+"""The pure steps of one shard: segment documents into sentences, tag sentences into entities.
+
+Each step takes a batch and returns new records plus the rejects it produced; nothing here knows
+whether it runs in-process or in a Ray actor, nor where the output goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
+from bulkner.prompt import PromptBuilder
+from bulkner.schema import Document, Entity, Reject, Sentence
+from bulkner.segment import split_sentences
+from bulkner.tagging import parse
+
+log = logging.getLogger(__name__)
+
+
+def segment(documents: Sequence[Document], max_chars: int) -> tuple[list[Sentence], list[Reject]]:
+    """Split every passage of every document into sentences (offsets into the passage text).
+
+    A sentence longer than ``max_chars`` is rejected (``sentence_too_long``), not truncated.
+    """
+    sentences: list[Sentence] = []
+    rejects: list[Reject] = []
+    for doc in documents:
+        for p_index, passage in enumerate(doc.passages):
+            for s_index, (start, end) in enumerate(split_sentences(passage.text)):
+                sentence = Sentence(doc.doc_id, doc.version, p_index, s_index, start, end, passage.text[start:end])
+                if end - start > max_chars:
+                    detail = f"{end - start} characters > max_sentence_chars={max_chars}"
+                    rejects.append(Reject("segment", "sentence_too_long", sentence.key, detail))
+                    continue
+                sentences.append(sentence)
+    return sentences, rejects
+
+
+@dataclass
+class TagStats:
+    """Token and outcome counts of a tagging run."""
+
+    prompts: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    unfinished: int = 0
+    """Generations cut at ``max_tokens`` (their complete blocks still count)."""
+    entities: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {
+            "prompts": self.prompts,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "unfinished": self.unfinished,
+            "entities_by_type": dict(sorted(self.entities.items())),
+        }
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of at most ``size`` items."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Tagger:
+    """Sentences in, entities out: prompt, generate (batched), parse and align back to passages."""
+
+    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int) -> None:
+        self.engine = engine
+        self.builder = builder
+        self.type_names = [t.name for t in builder.types]
+        self.batch_sentences = batch_sentences
+
+    def tag(self, sentences: Sequence[Sentence], stats: TagStats, progress=None) -> tuple[list[Entity], list[Reject]]:
+        """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done."""
+        entities: list[Entity] = []
+        rejects: list[Reject] = []
+        for batch in batched(sentences, self.batch_sentences):
+            prompts: list[Prompt] = []
+            asked: list[Sentence] = []
+            for sentence in batch:
+                prompt = self.builder.build(sentence)
+                if prompt is None:
+                    detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
+                    rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))
+                    continue
+                prompts.append(prompt)
+                asked.append(sentence)
+            generations = join_by_id(prompts, self.engine.generate(prompts)) if prompts else []
+            for sentence, generation in zip(asked, generations):
+                self._collect(sentence, generation, stats, entities, rejects)
+            if progress is not None:
+                progress.update(len(batch))
+        return entities, rejects
+
+    def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
+        stats.prompts += 1
+        stats.prompt_tokens += gen.prompt_tokens
+        stats.output_tokens += gen.output_tokens
+        if not gen.finished:
+            stats.unfinished += 1
+        result = parse(gen.text, sentence.text, self.type_names)
+        for reject in result.rejects:
+            rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
+        for span in result.spans:
+            entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
+            stats.entities[span.type] += 1

@@ -1,0 +1,143 @@
+"""One worker's job on one shard: read, segment, tag, write. Runners only schedule shards.
+
+A ``ShardWorker`` is built once per process or Ray actor; its heavy parts (tokenizer, engine) are
+built in ``setup()`` and released in ``teardown()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from bulkner.config import RunConfig
+from bulkner.connectors.fs import shard_name
+from bulkner.fingerprint import fingerprint
+from bulkner.pipeline import Tagger, TagStats, segment
+from bulkner.reader import read_records
+from bulkner.schema import Document, Reject, Tombstone
+from bulkner.types import resolve_types
+from bulkner.writer import (
+    OutputDir,
+    documents_table,
+    entities_table,
+    rejects_table,
+    sentences_table,
+    tombstones_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardReport:
+    """What happened to one shard."""
+
+    shard: str
+    status: str
+    """``done``, ``skipped`` (already done with this fingerprint) or ``failed``."""
+    stats: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def collect(url: str) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
+    """Read a shard. A document repeated in the shard keeps its last version (counted)."""
+    documents: dict[str, Document] = {}
+    tombstones: list[Tombstone] = []
+    rejects: list[Reject] = []
+    replaced = 0
+    for record in read_records(url):
+        if isinstance(record, Document):
+            replaced += record.doc_id in documents
+            documents.pop(record.doc_id, None)
+            documents[record.doc_id] = record
+        elif isinstance(record, Tombstone):
+            tombstones.append(record)
+        else:
+            rejects.append(record)
+    return list(documents.values()), tombstones, rejects, replaced
+
+
+class ShardWorker:
+    """Processes shards into an output directory; with ``with_model=False`` only splits."""
+
+    def __init__(self, config: RunConfig, with_model: bool = True, progress: bool = False) -> None:
+        self.config = config
+        self.with_model = with_model
+        self.progress = progress
+        self.types = resolve_types(config.types, config.types_file)
+        self.fingerprint = fingerprint(config, self.types, with_model)
+        self.tagger: Tagger | None = None
+        self.engine = None
+
+    def setup(self) -> None:
+        """Build the tokenizer, prompt builder and engine (once per worker)."""
+        if not self.with_model or self.tagger is not None:
+            return
+        from transformers import AutoTokenizer
+
+        from bulkner.engines import build_engine
+        from bulkner.models import resolve_model
+        from bulkner.prompt import PromptBuilder
+
+        engine_config = self.config.engine
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(engine_config.model))
+        builder = PromptBuilder(self.types, tokenizer, engine_config.max_model_len)
+        self.engine = build_engine(engine_config)
+        self.tagger = Tagger(self.engine, builder, self.config.batch_sentences)
+
+    def teardown(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = self.tagger = None
+
+    def process(self, url: str, out: OutputDir) -> ShardReport:
+        """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
+        shard = shard_name(url)
+        if out.done(shard) is not None:
+            return ShardReport(shard, "skipped", out.done(shard) or {})
+        try:
+            return ShardReport(shard, "done", self._process(url, shard, out))
+        except Exception as err:  # a bad shard must not stop the run: report it and go on
+            log.exception("shard %s failed", shard)
+            return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}")
+
+    def _process(self, url: str, shard: str, out: OutputDir) -> dict:
+        started = time.perf_counter()
+        documents, tombstones, rejects, replaced = collect(url)
+        sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
+        rejects += segment_rejects
+        tables = {
+            "documents": documents_table(documents, shard),
+            "sentences": sentences_table(sentences),
+            "tombstones": tombstones_table(tombstones, shard),
+        }
+        stats = TagStats()
+        if self.with_model:
+            self.setup()
+            with tqdm(total=len(sentences), desc=shard, unit="sent", disable=not self.progress, leave=False) as bar:
+                entities, tag_rejects = self.tagger.tag(sentences, stats, bar)
+            rejects += tag_rejects
+            tables["entities"] = entities_table(entities, shard)
+        tables["rejects"] = rejects_table(rejects, shard)
+        seconds = time.perf_counter() - started
+        report = {
+            "shard": shard,
+            "input": url,
+            "fingerprint": self.fingerprint["hash"],
+            "documents": len(documents),
+            "passages": sum(len(d.passages) for d in documents),
+            "duplicates_replaced": replaced,
+            "tombstones": len(tombstones),
+            "sentences": len(sentences),
+            "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),
+            "seconds": round(seconds, 3),
+            "sentences_per_second": round(len(sentences) / seconds, 2) if seconds > 0 else None,
+        }
+        if self.with_model:
+            report |= stats.as_dict()
+        out.write_shard(shard, tables, report)
+        return report

