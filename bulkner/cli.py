@@ -73,14 +73,25 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         json_path.write_text(json.dumps(summary, indent=2))
 
 
-def execute(inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path]) -> None:
-    from bulkner.runner.local import run
+def execute(
+    inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path], ray: Optional[dict] = None
+) -> None:
+    """Run locally, or on Ray when ``ray`` holds the Ray runner's options; print the summary."""
     from bulkner.writer import FingerprintMismatch
 
     try:
-        summary = run(inputs, config, with_model=with_model, progress=True)
+        if ray is None:
+            from bulkner.runner.local import run
+
+            summary = run(inputs, config, with_model=with_model)
+        else:
+            from bulkner.runner.ray import run
+
+            summary = run(inputs, config, with_model=with_model, **ray)
     except (ValueError, FileNotFoundError, FingerprintMismatch) as err:
         fail(str(err))
+    except RuntimeError as err:  # a runner or engine that cannot start
+        fail(str(err), 1)
     print_summary(summary.as_dict(), json_path)
     if summary.count("failed"):
         raise typer.Exit(1)
@@ -104,6 +115,10 @@ def run(
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
+    runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start or join a local one)."),
+    replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the GPUs hold)."),
+    gpus_per_replica: float = typer.Option(1.0, help="Ray: GPUs per replica; a fraction packs several on one GPU, 0 = CPU."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
@@ -115,7 +130,7 @@ def run(
     try:
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
-            max_model_len=max_model_len, speculative_ngram=speculative_ngram,
+            max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
         )
         type_names = tuple(t.strip() for t in types.split(",") if t.strip())
         config = RunConfig(
@@ -124,7 +139,10 @@ def run(
         )
     except ValueError as err:
         fail(str(err))
-    execute(inputs, config, True, summary_json)
+    if runner not in ("local", "ray"):
+        fail(f"--runner must be local or ray, got {runner!r}")
+    ray = {"address": ray_address, "replicas": replicas} if runner == "ray" else None
+    execute(inputs, config, True, summary_json, ray)
 
 
 @app.command()

@@ -30,6 +30,9 @@ class EngineConfig:
     """Share of GPU memory vLLM may take for weights and KV cache."""
     speculative_ngram: int = 0
     """Tokens proposed per step by n-gram (prompt lookup) speculation; 0 turns it off."""
+    gpus_per_replica: float = 1.0
+    """GPUs one replica pins on a Ray cluster (a fraction packs several small models on a GPU;
+    0 runs replicas on CPUs). The local runner ignores it."""
     seed: int = 0
     """Sampling seed (decoding is greedy; the seed only fixes tie-breaking in kernels)."""
 
@@ -42,6 +45,8 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be >= 64, got {self.max_model_len}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.gpus_per_replica < 0:
+            raise ValueError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
         if self.speculative_ngram < 0:
             raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
 

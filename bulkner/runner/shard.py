@@ -73,6 +73,11 @@ class ShardWorker:
         self.tagger: Tagger | None = None
         self.engine = None
 
+    def resources(self) -> dict:
+        """What one worker pins on a cluster: a (fraction of a) GPU when it runs a model."""
+        gpus = self.config.engine.gpus_per_replica if self.with_model else 0
+        return {"num_cpus": 1, "num_gpus": gpus}
+
     def setup(self) -> None:
         """Build the tokenizer, prompt builder and engine (once per worker)."""
         if not self.with_model or self.tagger is not None:

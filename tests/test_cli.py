@@ -1,0 +1,90 @@
+"""The CLI end to end on real NLM sample XML."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from bulkner.cli import app, sample_input
+from bulkner.schema import TABLES
+
+from tests.conftest import requires_vllm
+
+PUBMED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmed"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read(out: Path, table: str, shard: str):
+    return pq.read_table(out / table / f"{shard}.parquet")
+
+
+def test_split_on_update_file_with_deletions(tmp_path):
+    src = PUBMED / "pmparser" / "updatefiles" / "pubmed20n1016.xml.gz"
+    if not src.exists():
+        pytest.skip("shared data missing")
+    result = invoke("split", src, "--out", tmp_path, "--summary-json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    docs = read(tmp_path, "documents", "pubmed20n1016")
+    sents = read(tmp_path, "sentences", "pubmed20n1016")
+    assert len(set(docs.column("doc_id").to_pylist())) == 28
+    assert read(tmp_path, "tombstones", "pubmed20n1016").num_rows == 262
+    assert not (tmp_path / "entities").exists()
+    texts = {(r["doc_id"], r["passage_index"]): r["text"] for r in docs.to_pylist()}
+    for row in sents.to_pylist():
+        assert texts[(row["doc_id"], row["passage_index"])][row["start"] : row["end"]] == row["text"]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["tombstones"] == 262 and summary["sentences"] == sents.num_rows
+    again = invoke("split", src, "--out", tmp_path)
+    assert again.exit_code == 0 and "1 skipped" in again.output
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    missing = invoke("split", tmp_path / "nope.xml.gz", "--out", tmp_path / "o")
+    assert missing.exit_code == 2 and "nope.xml.gz" in missing.output and "Traceback" not in missing.output
+    unknown = invoke("run", sample_input(), "--out", tmp_path / "o2", "--types", "Chemical,Planet", "--engine", "transformers")
+    assert unknown.exit_code == 2 and "Planet" in unknown.output
+
+
+def test_truncated_shard_keeps_records_and_exits_3(tmp_path):
+    data = gzip.decompress(Path(sample_input()).read_bytes())
+    cut = data[: data.rindex(b"<PubmedArticle>") + 200]
+    (tmp_path / "cut.xml").write_bytes(cut)
+    result = invoke("split", tmp_path / "cut.xml", "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output
+    assert "malformed_xml" in result.output
+    assert read(tmp_path / "o", "documents", "cut").num_rows > 0
+    assert read(tmp_path / "o", "rejects", "cut").column("reason").to_pylist() == ["malformed_xml"]
+
+
+def check_run_outputs(out: Path, shard: str) -> None:
+    for table, schema in TABLES.items():
+        assert read(out, table, shard).schema.equals(schema), table
+    done = json.loads((out / "_done" / f"{shard}.json").read_text())
+    assert done["documents"] == 4 and done["prompts"] == done["sentences"] > 0
+    assert done["prompt_tokens"] > 0 and done["output_tokens"] > 0
+    passages = {(r["doc_id"], r["passage_index"]): r["text"] for r in read(out, "documents", shard).to_pylist()}
+    for e in read(out, "entities", shard).to_pylist():
+        assert passages[(e["doc_id"], e["passage_index"])][e["start"] : e["end"]] == e["text"]
+
+
+@pytest.mark.parametrize("engine", [pytest.param("vllm", marks=[requires_vllm, pytest.mark.vllm]), "transformers"])
+def test_run_end_to_end_with_tiny_model(tmp_path, tiny_model_dir, engine):
+    out = tmp_path / "out"
+    args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--engine", engine, "--max-model-len", "1024"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "sentences/s" in result.output and "entities:" in result.output
+    check_run_outputs(out, "sample-pubmed")
+    rerun = invoke(*args)
+    assert rerun.exit_code == 0 and "1 skipped" in rerun.output
+    other = invoke(*args[:-4], "--types", "Disease", *args[-4:])
+    assert other.exit_code == 2 and "another configuration" in other.output

@@ -1,0 +1,94 @@
+"""The pipeline steps: segmentation into sentences, tagging with id-checked joins."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkner.engines.base import Generation
+from bulkner.engines.oracle import OraclePrompts
+from bulkner.pipeline import Tagger, TagStats, segment
+from bulkner.schema import Document, Passage
+from bulkner.types import resolve_types
+
+TYPES = resolve_types(["Chemical", "Disease"])
+DOC = Document(
+    "pmid:1",
+    2,
+    (
+        Passage("title", "Cisplatin nephrotoxicity in rats."),
+        Passage("abstract", "We gave cisplatin i.v. to rats. Renal failure followed. Magnesium helped."),
+    ),
+)
+ANSWERS = {
+    "pmid:1/0/0": "Chemical:  [Cisplatin] nephrotoxicity in rats.  \nDisease:  Cisplatin [nephrotoxicity] in rats.",
+    "pmid:1/1/0": "Chemical:  We gave [cisplatin] i.v. to rats.",
+    "pmid:1/1/1": "Disease:  [Renal failure] followed.",
+    "pmid:1/1/2": "Chemical:  [Magnesium] helped.",
+}
+
+
+class ReverseEngine:
+    """Answers in reverse order, as a batching engine may."""
+
+    name = "reverse"
+
+    def __init__(self, answers, drop=None, double=None):
+        self.answers, self.drop, self.double = answers, drop, double
+
+    def generate(self, prompts):
+        out = [Generation(p.id, self.answers[p.id], 3, 5) for p in prompts if p.id != self.drop]
+        if self.double:
+            out.append(Generation(self.double, self.answers[self.double], 3, 5))
+        return out[::-1]
+
+    def close(self):
+        pass
+
+
+def test_segment_offsets_point_into_passages():
+    sentences, rejects = segment([DOC], max_chars=2000)
+    assert not rejects
+    assert [s.key for s in sentences] == list(ANSWERS)
+    for s in sentences:
+        assert DOC.passages[s.passage_index].text[s.start : s.end] == s.text
+        assert s.doc_version == 2
+
+
+def test_segment_rejects_overlong_sentences():
+    sentences, rejects = segment([DOC], max_chars=20)
+    assert [s.key for s in sentences] == ["pmid:1/1/1", "pmid:1/1/2"]
+    assert {r.reason for r in rejects} == {"sentence_too_long"}
+    assert {r.record for r in rejects} == {"pmid:1/0/0", "pmid:1/1/0"}
+
+
+def test_tagger_joins_reversed_answers_by_id_and_maps_to_passage_offsets():
+    sentences, _ = segment([DOC], 2000)
+    stats = TagStats()
+    entities, rejects = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), batch_sentences=3).tag(sentences, stats)
+    assert not rejects
+    got = [(e.sentence.passage_index, DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.type) for e in entities]
+    assert got == [
+        (0, "Cisplatin", "Chemical"),
+        (0, "nephrotoxicity", "Disease"),
+        (1, "cisplatin", "Chemical"),
+        (1, "Renal failure", "Disease"),
+        (1, "Magnesium", "Chemical"),
+    ]
+    assert stats.prompts == 4 and stats.prompt_tokens == 12 and stats.output_tokens == 20
+    assert stats.entities == {"Chemical": 3, "Disease": 2}
+
+
+@pytest.mark.parametrize("engine", [ReverseEngine(ANSWERS, drop="pmid:1/1/1"), ReverseEngine(ANSWERS, double="pmid:1/1/0")])
+def test_tagger_fails_loudly_on_lost_or_doubled_output(engine):
+    sentences, _ = segment([DOC], 2000)
+    with pytest.raises(RuntimeError, match="generation"):
+        Tagger(engine, OraclePrompts(TYPES), batch_sentences=10).tag(sentences, TagStats())
+
+
+def test_unplaceable_spans_become_parse_rejects():
+    sentences, _ = segment([DOC], 2000)
+    answers = dict(ANSWERS, **{"pmid:1/1/2": "Chemical:  [Zinc] helped."})
+    entities, rejects = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10).tag(sentences, TagStats())
+    assert "Zinc" not in {e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start] for e in entities}
+    assert [r.stage for r in rejects] == ["parse"]
+    assert rejects[0].record.startswith("pmid:1/1/2")
