@@ -1,0 +1,162 @@
+"""Render a sentence and its entity spans in LLMNER's symbolic tagging format.
+
+The target text is one block per entity type that has at least one entity, in the order of the
+given type list::
+
+    protein:  Activation of the [[CD28] surface receptor] provides ... ( [IL-2] ) ...  \\n
+    cell_type:  In [primary T lymphocytes] we show ...
+
+A block is ``f"{label}:  {tagged}"`` (label, ASCII colon, two spaces, then the whole sentence with
+every entity of that type wrapped in ``[`` ``]``); blocks are joined by ``"  \\n"`` with no
+trailing separator. A sentence without entities renders as :data:`NO_ENTITIES` (``"None"``).
+
+Overlap policy: entities of one type may nest (nested brackets, ``[[CD28] surface receptor]``);
+entities of different types may overlap freely (each type has its own block). Same-type spans
+that *cross* (overlap without nesting) cannot be expressed: :func:`render` raises ``ValueError``
+naming them, and :func:`resolve_crossing` offers the ``keep_longer`` policy for preparing
+training data. Identical duplicate spans collapse to one; zero-length spans are an error.
+
+Escape: brackets, backslashes and line breaks of the source text are escaped with a backslash,
+``\\`` → ``\\\\``, ``[`` → ``\\[``, ``]`` → ``\\]``, newline → ``\\n``, carriage return → ``\\r``,
+so ``[3H]thymidine`` renders as ``\\[3H\\]thymidine`` and a model copies two-character sequences
+that are common in code-heavy pretraining data. :func:`escape` and :func:`unescape` are exact
+inverses (``unescape(escape(t)) == t`` for every string, ``escape(unescape(e)) == e`` for every
+escaped string; ``unescape`` keeps a backslash that starts no pair, as models sometimes emit one). Line breaks are escaped because the
+parser splits blocks on newlines; LLMNER's data has none inside a sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+from bulkner.schema import Span
+
+logger = logging.getLogger(__name__)
+
+NO_ENTITIES = "None"
+"""The whole output for a sentence without entities."""
+BLOCK_SEPARATOR = "  \n"
+LABEL_SEPARATOR = ":  "
+UNESCAPES = {"\\": "\\", "[": "[", "]": "]", "n": "\n", "r": "\r"}
+"""Character after a backslash → the source character it stands for."""
+
+_ESCAPE_TABLE = str.maketrans({"\\": "\\\\", "[": "\\[", "]": "\\]", "\n": "\\n", "\r": "\\r"})
+_UNESCAPE_RE = re.compile(r"\\([\\\[\]nr])")
+_BAD_LABEL_CHARS = set(":：[]\\\n\r")
+
+
+def escape(text: str) -> str:
+    """Escape source text so it contains no bare ``[``, ``]`` or line break."""
+    return text.translate(_ESCAPE_TABLE)
+
+
+def unescape(text: str) -> str:
+    """Invert :func:`escape`; a backslash that starts no escape pair is kept as is."""
+    return _UNESCAPE_RE.sub(lambda m: UNESCAPES[m.group(1)], text)
+
+
+def check_spans(sentence: str, spans: Iterable[Span]) -> list[Span]:
+    """Validate spans against ``sentence``; return them deduplicated in (start, -end, type) order."""
+    unique = set()
+    for span in spans:
+        start, end, type_ = span
+        if not 0 <= start < end <= len(sentence):
+            raise ValueError(
+                f"span {tuple(span)!r} is empty or outside the sentence (length {len(sentence)})"
+            )
+        if not type_:
+            raise ValueError(f"span {tuple(span)!r} has an empty type")
+        unique.add(Span(start, end, type_))
+    return sorted(unique, key=lambda s: (s.start, -s.end, s.type))
+
+
+def find_crossing(spans: Sequence[Span]) -> list[tuple[Span, Span]]:
+    """Pairs of same-type spans that overlap without nesting (spans as :func:`check_spans` gives)."""
+    pairs = []
+    for type_ in dict.fromkeys(s.type for s in spans):
+        stack: list[Span] = []
+        for span in (s for s in spans if s.type == type_):
+            while stack and stack[-1].end <= span.start:
+                stack.pop()
+            pairs.extend((open_, span) for open_ in stack if open_.end < span.end)
+            stack.append(span)
+    return pairs
+
+
+def resolve_crossing(spans: Iterable[Span]) -> list[Span]:
+    """Drop same-type spans that cross a longer one (policy ``keep_longer``; ties: earlier wins).
+
+    Returns the kept spans deduplicated in (start, -end, type) order.
+    """
+    kept: list[Span] = []
+    for span in sorted(set(spans), key=lambda s: (s.start - s.end, s.start, s.type)):
+        if not any(_crosses(span, other) for other in kept if other.type == span.type):
+            kept.append(span)
+    return sorted(kept, key=lambda s: (s.start, -s.end, s.type))
+
+
+def _crosses(a: Span, b: Span) -> bool:
+    """True if ``a`` and ``b`` overlap and neither contains the other."""
+    return a.start < b.end and b.start < a.end and not (
+        (a.start <= b.start and b.end <= a.end) or (b.start <= a.start and a.end <= b.end)
+    )
+
+
+def tag_sentence(sentence: str, spans: Iterable[Span]) -> str:
+    """The escaped sentence with each span bracketed; spans must not cross (types are ignored)."""
+    spans = list(spans)
+    opens, closes = Counter(s.start for s in spans), Counter(s.end for s in spans)
+    parts, prev = [], 0
+    for pos in sorted(set(opens) | set(closes)):
+        parts.append(escape(sentence[prev:pos]))
+        parts.append("]" * closes[pos] + "[" * opens[pos])
+        prev = pos
+    parts.append(escape(sentence[prev:]))
+    return "".join(parts)
+
+
+def block_types(spans: Sequence[Span], types: Sequence[str] | None) -> list[str]:
+    """Types that get a block, in output order; ``None`` orders them by first occurrence."""
+    present = list(dict.fromkeys(s.type for s in spans))
+    if types is None:
+        return present
+    unknown = sorted(set(present) - set(types))
+    if unknown:
+        raise ValueError(f"span types {unknown} are not in the type list {list(types)}")
+    return [t for t in types if t in set(present)]
+
+
+def render(
+    sentence: str,
+    spans: Iterable[Span],
+    types: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """Render ``sentence`` with ``spans`` as LLMNER target text (see the module docstring).
+
+    ``types`` gives the block order (spans of other types raise ``ValueError``); ``None`` orders
+    blocks by first occurrence. ``labels`` maps a type to the label written for it (default: the
+    type itself). Raises ``ValueError`` for invalid spans, bad labels and crossing same-type spans.
+    """
+    checked = check_spans(sentence, spans)
+    crossing = find_crossing(checked)
+    if crossing:
+        shown = ", ".join(f"{tuple(a)}×{tuple(b)}" for a, b in crossing[:5])
+        raise ValueError(f"{len(crossing)} crossing same-type span pair(s) cannot be rendered: {shown}")
+    blocks = []
+    for type_ in block_types(checked, types):
+        label = _label(type_, labels)
+        tagged = tag_sentence(sentence, [s for s in checked if s.type == type_])
+        blocks.append(f"{label}{LABEL_SEPARATOR}{tagged}")
+    return BLOCK_SEPARATOR.join(blocks) if blocks else NO_ENTITIES
+
+
+def _label(type_: str, labels: Mapping[str, str] | None) -> str:
+    """The label for ``type_``; raises ``ValueError`` if it would break the block syntax."""
+    label = labels.get(type_, type_) if labels else type_
+    if not label.strip() or _BAD_LABEL_CHARS & set(label):
+        raise ValueError(f"label {label!r} for type {type_!r} is empty or contains one of : ： [ ] \\ or a line break")
+    return label

@@ -1,0 +1,213 @@
+"""Opening and listing inputs: local paths and object-store URLs.
+
+Local paths (and ``file://`` URLs) are opened directly; URLs with a scheme that
+``pyarrow.fs.FileSystem.from_uri`` understands (``s3://``, ``gs://``, ``hdfs://`` ...) go
+through pyarrow; any other scheme falls back to fsspec when it is installed. Names ending in
+``.gz`` are decompressed on the fly (streamed, never read whole into memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import gzip
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+from pyarrow import fs as pafs
+from pyarrow.lib import ArrowInvalid
+
+logger = logging.getLogger(__name__)
+
+INPUT_SUFFIXES: tuple[str, ...] = (
+    ".xml", ".xml.gz", ".nxml", ".nxml.gz", ".txt", ".txt.gz",
+    ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet",
+)
+"""File names a directory or glob expands to; other files (``.md5``, READMEs) are skipped."""
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _scheme(url: str) -> str:
+    """The URL scheme, or ``""`` for a local path (a one-letter scheme is a Windows drive)."""
+    scheme = urlparse(url).scheme
+    return "" if len(scheme) <= 1 else scheme.lower()
+
+
+def _local_path(url: str) -> str | None:
+    """The local file-system path of ``url``, or None when it names a remote object."""
+    scheme = _scheme(url)
+    if scheme == "":
+        return url
+    if scheme == "file":
+        return unquote(urlparse(url).path)
+    return None
+
+
+def _remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow file system and path for a remote URL (fsspec wrapped when pyarrow lacks it)."""
+    try:
+        return pafs.FileSystem.from_uri(url)
+    except ArrowInvalid:
+        pass
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise ValueError(
+            f"input {url!r}: pyarrow does not know this URL scheme and fsspec is not installed "
+            "(pip install fsspec)"
+        ) from exc
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ValueError, ImportError) as exc:
+        raise ValueError(f"input {url!r}: no file system for this URL: {exc}") from exc
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+@contextlib.contextmanager
+def open_input(url: str) -> Iterator[BinaryIO]:
+    """Open a local path or URL for binary reading; ``.gz`` names are gunzipped while streaming.
+
+    Raises ``FileNotFoundError`` when the input does not exist and ``ValueError`` when it is a
+    directory or its URL scheme cannot be handled; both messages name the input.
+    """
+    with contextlib.ExitStack() as stack:
+        local = _local_path(url)
+        if local is not None:
+            if os.path.isdir(local):
+                raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
+            if not os.path.isfile(local):
+                raise FileNotFoundError(f"input not found: {url!r}")
+            raw: BinaryIO = stack.enter_context(open(local, "rb"))
+        else:
+            fs, path = _remote_fs(url)
+            kind = fs.get_file_info(path).type
+            if kind == pafs.FileType.NotFound:
+                raise FileNotFoundError(f"input not found: {url!r}")
+            if kind == pafs.FileType.Directory:
+                raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
+            raw = stack.enter_context(fs.open_input_stream(path, compression=None))
+        if (local if local is not None else urlparse(url).path).lower().endswith(".gz"):
+            raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        logger.debug("opened %s", url)
+        yield raw
+
+
+def natural_key(name: str) -> tuple[str | int, ...]:
+    """Sort key that orders digit runs by value: ``n0009`` < ``n0010`` < ``n100``."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(name)))
+
+
+def _is_input_name(name: str) -> bool:
+    """Whether a file name found by directory or glob expansion is a data file we read."""
+    return name.lower().endswith(INPUT_SUFFIXES)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a ``/``-separated glob (``*``, ``**``, ``?``, ``[...]``) into a regex."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 2 if pattern[i + 1 : i + 2] == "]" else i + 1)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _expand_local(path: str) -> list[str]:
+    """Files a local path, directory or glob stands for (absolute paths)."""
+    if _GLOB_CHARS.search(path):
+        hits = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        return [os.path.abspath(p) for p in hits if _is_input_name(p)]
+    if os.path.isdir(path):
+        return [
+            os.path.abspath(os.path.join(root, name))
+            for root, _dirs, names in os.walk(path)
+            for name in names
+            if _is_input_name(name)
+        ]
+    return [os.path.abspath(path)] if os.path.isfile(path) else []
+
+
+def _expand_remote(url: str) -> list[str]:
+    """Files a remote URL, directory or glob stands for (as URLs with the input's prefix)."""
+    prefix = url[: url.index("://") + 3]
+    rest = url[len(prefix) :]
+    match = _GLOB_CHARS.search(rest)
+    base = rest if match is None else rest[: rest.rfind("/", 0, match.start()) + 1]
+    fs, path = _remote_fs(prefix + base)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [url] if match is None else []
+    if info.type != pafs.FileType.Directory:
+        return []
+    selector = pafs.FileSelector(path, recursive=True)
+    files = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    # Map the file system's paths back onto the URL: they share the tail after `path`.
+    urls = [prefix + base.rstrip("/") + "/" + posixpath.relpath(f, path) for f in files]
+    if match is not None:
+        regex = _glob_regex(rest)
+        urls = [u for u in urls if regex.match(u[len(prefix) :])]
+    return [u for u in urls if _is_input_name(u)]
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Expand paths, directories (recursively) and globs into a sorted, de-duplicated file list.
+
+    Directories and globs keep only data files (see ``INPUT_SUFFIXES``); a file named directly
+    is kept whatever its name. Local inputs come back as absolute paths. The list is sorted in
+    natural order of the file name first, then of the full path, so PubMed baseline and update
+    files come in file-number order whatever folder they sit in (updates apply in that order).
+    Raises ``ValueError`` naming every input that matches no file.
+    """
+    found: dict[str, None] = {}
+    empty: list[str] = []
+    for item in inputs:
+        local = _local_path(item)
+        files = _expand_local(local) if local is not None else _expand_remote(item)
+        if not files:
+            empty.append(item)
+        found.update(dict.fromkeys(files))
+    if empty:
+        raise ValueError(f"no input files match: {', '.join(map(repr, empty))}")
+    return sorted(found, key=lambda p: (natural_key(posixpath.basename(p)), natural_key(p)))
+
+
+def shard_name(url: str) -> str:
+    """Name of a shard for its output files: the base name without ``.gz``/``.xml``/``.nxml``.
+
+    ``s3://b/pubmed26n1335.xml.gz`` → ``pubmed26n1335``. Characters other than letters, digits,
+    ``.``, ``_`` and ``-`` become ``_``. Raises ``ValueError`` when nothing usable is left.
+    """
+    path = unquote(urlparse(url).path) if _scheme(url) else url.replace(os.sep, "/")
+    base = posixpath.basename(path)
+    for suffix in (".gz", ".nxml", ".xml"):
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+    name = _UNSAFE.sub("_", base).strip("_")
+    if not name or name.startswith("."):
+        raise ValueError(f"input {url!r} gives no usable shard name ({name!r})")
+    return name

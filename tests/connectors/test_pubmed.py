@@ -1,0 +1,244 @@
+"""Tests of the PubMed XML reader on every real PubMed file in ../shared/data and on edge cases."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from bulkner.connectors.pubmed import read_pubmed
+from bulkner.schema import Document, Passage, Reject, Tombstone
+
+# SOURCES.md section A: art, del, struct, AT, lab per file (measured there with lxml).
+PUBMED_TABLE = {
+    "pubmed/medline16n0902.xml.gz": (604, 1, 215, 1417, 1085),
+    "pubmed/test_current_medline.xml.gz": (4, 0, 1, 6, 4),
+    "pubmed/pubmed-29768149.xml": (1, 0, 1, 4, 4),
+    "pubmed/pubmedsample18n0001.xml.gz": (177, 0, 18, 184, 88),
+    "pubmed/pubmedsample_2019.xml.gz": (176, 7, 18, 193, 91),
+    "pubmed/pmparser/baseline/pubmed20n1015.xml.gz": (29, 0, 7, 56, 32),
+    "pubmed/pmparser/baseline/pubmed21n1062.xml.gz": (29, 0, 10, 59, 43),
+    "pubmed/pmparser/baseline/pubmed22n1114.xml.gz": (33, 0, 8, 64, 39),
+    "pubmed/pmparser/baseline/pubmed23n1166.xml.gz": (34, 0, 14, 86, 69),
+    "pubmed/pmparser/baseline/pubmed24n1219.xml.gz": (30, 0, 12, 69, 51),
+    "pubmed/pmparser/baseline/pubmed26n1334.xml.gz": (30, 0, 9, 56, 37),
+    "pubmed/pmparser/updatefiles/pubmed20n1016.xml.gz": (28, 262, 11, 59, 42),
+    "pubmed/pmparser/updatefiles/pubmed21n1063.xml.gz": (33, 0, 7, 62, 39),
+    "pubmed/pmparser/updatefiles/pubmed22n1115.xml.gz": (30, 48, 14, 62, 49),
+    "pubmed/pmparser/updatefiles/pubmed23n1167.xml.gz": (23, 0, 4, 24, 16),
+    "pubmed/pmparser/updatefiles/pubmed24n1220.xml.gz": (30, 0, 0, 24, 0),
+    "pubmed/pmparser/updatefiles/pubmed26n1335.xml.gz": (30, 6, 11, 69, 48),
+}
+SAFE = etree.XMLParser(load_dtd=False, no_network=True, resolve_entities=False)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _split(items: list) -> tuple[list[Document], list[Tombstone], list[Reject]]:
+    docs = [i for i in items if isinstance(i, Document)]
+    tombs = [i for i in items if isinstance(i, Tombstone)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert len(docs) + len(tombs) + len(rejects) == len(items)
+    return docs, tombs, rejects
+
+
+def _independent(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """PMID -> (title, abstract texts in order) read with a plain whole-file lxml parse."""
+    root = etree.parse(str(path), SAFE).getroot()
+    out = {}
+    for cit in root.iter("MedlineCitation"):
+        parts = cit.findall("Article/Abstract/AbstractText") + cit.findall("OtherAbstract/AbstractText")
+        texts = [_norm("".join(p.itertext())) for p in parts]
+        title = _norm("".join(cit.find("Article/ArticleTitle").itertext()))
+        out[cit.findtext("PMID").strip()] = (title, [t for t in texts if t])
+    return out
+
+
+def test_table_lists_every_shared_pubmed_file(shared_data: Path) -> None:
+    found = {p.relative_to(shared_data).as_posix() for p in (shared_data / "pubmed").rglob("*.xml*")}
+    assert found == set(PUBMED_TABLE)
+
+
+@pytest.mark.parametrize("rel", sorted(PUBMED_TABLE))
+def test_counts_match_sources_table(shared_data: Path, rel: str) -> None:
+    art, dele, struct, n_at, n_lab = PUBMED_TABLE[rel]
+    docs, tombs, rejects = _split(list(read_pubmed(str(shared_data / rel))))
+    assert {r.reason for r in rejects} <= {"no_text"}  # empty title and no abstract
+    assert len(docs) + len(rejects) == art
+    assert len(tombs) == dele == len(set(tombs))
+    kinds = Counter(p.kind for d in docs for p in d.passages)
+    assert kinds["title"] == len(docs)
+    assert kinds["abstract"] + kinds["other_abstract"] == n_at
+    assert sum(1 for d in docs if any(p.label for p in d.passages if p.kind == "abstract")) == struct
+    assert sum(1 for d in docs for p in d.passages if p.label) == n_lab
+    assert all(re.fullmatch(r"pmid:[1-9][0-9]*", d.doc_id) and d.version >= 1 for d in docs)
+
+
+@pytest.mark.parametrize("rel", sorted(PUBMED_TABLE))
+def test_no_text_lost_against_plain_parse(shared_data: Path, rel: str) -> None:
+    expected = _independent(shared_data / rel)
+    docs, _, rejects = _split(list(read_pubmed(str(shared_data / rel))))
+    got = {
+        d.doc_id.removeprefix("pmid:"): (
+            d.passages[0].text,
+            [p.text for p in d.passages if p.kind in ("abstract", "other_abstract")],
+        )
+        for d in docs
+    }
+    assert set(got) | {r.record.removeprefix("pmid:") for r in rejects} == set(expected)
+    for pmid, value in got.items():
+        assert value == expected[pmid], pmid
+
+
+def test_inline_markup_keeps_every_word(shared_data: Path) -> None:
+    path = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
+    root = etree.parse(str(path), SAFE).getroot()
+    marked = [a for a in root.iter("AbstractText") if len(a)]
+    assert sum(len(list(a.iterdescendants())) for a in marked) == 97
+    docs, _, _ = _split(list(read_pubmed(str(path))))
+    passages = " ".join(p.text for d in docs for p in d.passages)
+    for part in marked:  # words from the serialised XML with tags stripped, an independent view
+        raw = etree.tostring(part, encoding="unicode", with_tail=False)
+        words = html.unescape(re.sub(r"<[^>]+>", " ", raw)).split()
+        assert all(w in passages for w in words)
+    assert "2.4×1028 cells-approximately 25%" in passages  # <sup>28</sup> and its tail
+
+
+def test_edge_cases_fixture(fixtures: Path) -> None:
+    items = list(read_pubmed(str(fixtures / "pubmed" / "edge_cases.xml")))
+    docs, tombs, rejects = _split(items)
+    assert docs[0] == Document(
+        "pmid:100",
+        2,
+        (
+            Passage("title", "In vivo study of H2O uptake."),
+            Passage(
+                "abstract", "Levels of Ca2+ rose sharply after dosing. With x2 growth.", "BACKGROUND", "BACKGROUND"
+            ),
+            Passage("abstract", "Survival was 90%.", "RESULTS", "RESULTS"),
+            Passage("other_abstract", "Étude in vivo.", language="fre"),
+        ),
+    )
+    assert docs[1] == Document(
+        "pmid:200", 1, (Passage("title", "GeneReviews"), Passage("abstract", "A book chapter abstract."))
+    )
+    assert docs[2] == Document("pmid:700", 1, (Passage("title", "No version attribute."),))
+    assert [(r.stage, r.reason, r.record) for r in rejects] == [
+        ("read", "missing_pmid", "PubmedArticle#3"),
+        ("read", "bad_pmid", "12a"),
+        ("read", "no_text", "pmid:500"),
+        ("read", "bad_version", "pmid:600"),
+    ]
+    assert tombs == [Tombstone("pmid:300"), Tombstone("pmid:301"), Tombstone("pmid:400")]
+
+
+def test_missing_pmid_built_in_test(tmp_path: Path) -> None:
+    xml = tmp_path / "missing.xml"
+    xml.write_text(
+        "<MedlineCitationSet><MedlineCitation><Article><ArticleTitle>No id</ArticleTitle></Article>"
+        "</MedlineCitation><MedlineCitation><PMID>7</PMID><Article><ArticleTitle>Kept</ArticleTitle>"
+        "</Article></MedlineCitation></MedlineCitationSet>"
+    )
+    items = list(read_pubmed(str(xml)))
+    assert items[0] == Reject("read", "missing_pmid", "MedlineCitation#1", "record has no PMID")
+    assert items[1] == Document("pmid:7", 1, (Passage("title", "Kept"),))
+
+
+def test_plain_gzip_and_file_url_read_the_same(fixtures: Path, tmp_path: Path) -> None:
+    src = fixtures / "pubmed" / "edge_cases.xml"
+    gz = tmp_path / "edge_cases.xml.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    plain = list(read_pubmed(str(src)))
+    assert list(read_pubmed(str(gz))) == plain
+    assert list(read_pubmed(gz.as_uri())) == plain
+
+
+def test_shared_gz_and_unzipped_copy_agree(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "pubmed" / "pmparser" / "updatefiles" / "pubmed26n1335.xml.gz"
+    xml = tmp_path / "pubmed26n1335.xml"
+    with gzip.open(src, "rb") as fin, xml.open("wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    assert list(read_pubmed(str(xml))) == list(read_pubmed(src.as_uri()))
+
+
+def test_truncated_xml_keeps_records_before_the_cut(shared_data: Path, tmp_path: Path) -> None:
+    full_path = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
+    data = gzip.decompress(full_path.read_bytes())
+    cut = data[: len(data) // 2]
+    part = tmp_path / "cut.xml"
+    part.write_bytes(cut)
+    items = list(read_pubmed(str(part)))
+    whole = cut.count(b"</PubmedArticle>")
+    assert whole > 50
+    assert items[:-1] == list(read_pubmed(str(full_path)))[:whole]
+    last = items[-1]
+    assert (last.stage, last.reason, last.record) == ("read", "malformed_xml", str(part))
+    assert "line" in last.detail
+
+
+def test_truncated_gzip_keeps_a_prefix(shared_data: Path, tmp_path: Path) -> None:
+    full_path = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
+    raw = full_path.read_bytes()
+    part = tmp_path / "cut.xml.gz"
+    part.write_bytes(raw[: int(len(raw) * 0.6)])
+    items = list(read_pubmed(str(part)))
+    assert len(items) > 50
+    assert items[:-1] == list(read_pubmed(str(full_path)))[: len(items) - 1]
+    assert (items[-1].reason, items[-1].record) == ("malformed_xml", str(part))
+
+
+def test_external_entities_and_dtd_are_not_loaded(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-MARKER")
+    dtd = tmp_path / "evil.dtd"
+    dtd.write_text('<!ENTITY t "FROM-DTD">')
+    xml = tmp_path / "xxe.xml"
+    xml.write_text(
+        f'<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet SYSTEM "{dtd.as_uri()}" [\n'
+        f'<!ENTITY xxe SYSTEM "{secret.as_uri()}">\n<!ENTITY net SYSTEM "http://127.0.0.1:9/x">\n]>\n'
+        "<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>1</PMID><Article>"
+        "<ArticleTitle>a &xxe; b &net; c &t; d</ArticleTitle></Article></MedlineCitation>"
+        "</PubmedArticle></PubmedArticleSet>"
+    )
+    items = list(read_pubmed(str(xml)))
+    text = repr(items)
+    assert "SECRET-MARKER" not in text and "FROM-DTD" not in text
+    assert isinstance(items[0], Document) and items[0].passages[0].text.startswith("a ")
+
+
+def test_billion_laughs_is_not_expanded(tmp_path: Path) -> None:
+    names = "abcdefghi"
+    decls = ['<!ENTITY a "aaaaaaaaaa">'] + [
+        f'<!ENTITY {n} "{("&" + p + ";") * 10}">' for p, n in zip(names, names[1:])
+    ]
+    xml = tmp_path / "lol.xml"
+    xml.write_text(
+        "<?xml version='1.0'?>\n<!DOCTYPE PubmedArticleSet [\n" + "\n".join(decls) + "\n]>\n"
+        "<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>1</PMID><Article><ArticleTitle>"
+        + "&i;" * 10
+        + "</ArticleTitle></Article></MedlineCitation></PubmedArticle></PubmedArticleSet>"
+    )
+    items = list(read_pubmed(str(xml)))  # must return (libxml2 may refuse it as malformed)
+    assert len(repr(items)) < 2000
+    assert all(isinstance(i, Document) or (isinstance(i, Reject) and i.reason == "malformed_xml") for i in items)
+
+
+def test_unknown_root_and_missing_file_raise(tmp_path: Path) -> None:
+    other = tmp_path / "other.xml"
+    other.write_text("<article><PubmedArticle/></article>")
+    with pytest.raises(ValueError, match="unknown root element <article>"):
+        list(read_pubmed(str(other)))
+    empty_root = tmp_path / "empty_root.xml"
+    empty_root.write_text("<foo><bar/></foo>")
+    with pytest.raises(ValueError, match="<foo>"):
+        list(read_pubmed(str(empty_root)))
+    with pytest.raises(FileNotFoundError, match="nope.xml"):
+        list(read_pubmed(str(tmp_path / "nope.xml")))
