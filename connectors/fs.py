@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import gzip
+import io
 import logging
 import os
 import posixpath
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
@@ -95,9 +97,43 @@ def open_input(url: str) -> Iterator[BinaryIO]:
                 raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
             raw = stack.enter_context(fs.open_input_stream(path, compression=None))
         if (local if local is not None else urlparse(url).path).lower().endswith(".gz"):
-            raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+            raw = stack.enter_context(io.BufferedReader(GunzipStream(raw), buffer_size=1 << 16))
         logger.debug("opened %s", url)
         yield raw
+
+
+class GunzipStream(io.RawIOBase):
+    """Streaming gzip decompression (multi-member). A truncated file reads as ending at the cut (with
+    a warning), so no record completed before the cut is lost; corrupt data raises BadGzipFile."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.inflater = zlib.decompressobj(wbits=31)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            chunk = self.inflater.unused_data or self.raw.read(1 << 16)
+            if self.inflater.eof:  # next gzip member, or the end of the file
+                if not chunk:
+                    return 0
+                self.inflater = zlib.decompressobj(wbits=31)
+            elif not chunk:
+                # End the stream here instead of raising: a parser reading it delivers every record
+                # completed before the cut, then reports the unterminated document itself.
+                logger.warning("truncated gzip input: it ends before its end-of-stream marker")
+                return 0
+            try:
+                self.pending = self.inflater.decompress(chunk)
+            except zlib.error as err:
+                raise gzip.BadGzipFile(f"corrupt gzip data: {err}") from err
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
 
 
 def natural_key(name: str) -> tuple[str | int, ...]:

@@ -76,6 +76,8 @@ def _parts(record: etree._Element) -> _Parts:
         return None, None, None, []
     article = citation.find("Article")
     title = article.find("ArticleTitle") if article is not None else None
+    if not normalise_text(title) and article is not None:
+        title = article.find("VernacularTitle")  # the only title of some non-English records
     abstract = article.find("Abstract") if article is not None else None
     return citation.find("PMID"), title, abstract, citation.findall("OtherAbstract")
 

@@ -88,3 +88,12 @@ def test_run_end_to_end_with_tiny_model(tmp_path, tiny_model_dir, engine):
     assert rerun.exit_code == 0 and "1 skipped" in rerun.output
     other = invoke(*args[:-4], "--types", "Disease", *args[-4:])
     assert other.exit_code == 2 and "another configuration" in other.output
+
+
+def test_inputs_with_one_shard_name_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "x.xml.gz").write_bytes(Path(sample_input()).read_bytes())
+    result = invoke("split", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "same shard name 'x'" in result.output

@@ -10,8 +10,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bulkner.config import RunConfig
-from bulkner.connectors.fs import expand_inputs
-from bulkner.runner.shard import ShardReport, ShardWorker
+from bulkner.runner.shard import ShardReport, ShardWorker, plan
 from bulkner.writer import OutputDir
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def run(inputs: Sequence[str], config: RunConfig, with_model: bool = True, progr
 
     Raises ``FingerprintMismatch`` before any work if ``config.out`` holds another configuration.
     """
-    urls = expand_inputs(inputs)
+    urls = plan(inputs)
     worker = ShardWorker(config, with_model=with_model, progress=progress)
     out = OutputDir(config.out)
     out.claim(worker.fingerprint)

@@ -13,9 +13,9 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bulkner.config import RunConfig
-from bulkner.connectors.fs import expand_inputs, shard_name
+from bulkner.connectors.fs import shard_name
 from bulkner.runner.local import RunSummary
-from bulkner.runner.shard import ShardReport, ShardWorker
+from bulkner.runner.shard import ShardReport, ShardWorker, plan
 from bulkner.writer import OutputDir
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run(
 ) -> RunSummary:
     """Process every shard on a Ray cluster (``address``; None starts or joins a local one)."""
     ray = import_ray()
-    urls = expand_inputs(inputs)
+    urls = plan(inputs)
     probe = ShardWorker(config, with_model=with_model)
     out = OutputDir(config.out)
     out.claim(probe.fingerprint)

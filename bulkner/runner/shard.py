@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from bulkner.config import RunConfig
-from bulkner.connectors.fs import shard_name
+from bulkner.connectors.fs import expand_inputs, shard_name
 from bulkner.fingerprint import fingerprint
 from bulkner.pipeline import Tagger, TagStats, segment
 from bulkner.reader import read_records
@@ -41,6 +41,19 @@ class ShardReport:
     """``done``, ``skipped`` (already done with this fingerprint) or ``failed``."""
     stats: dict = field(default_factory=dict)
     error: str = ""
+
+
+def plan(inputs) -> list[str]:
+    """The shards of ``inputs`` in processing order; two inputs with one shard name are refused
+    (their outputs would overwrite each other)."""
+    urls = expand_inputs(inputs)
+    seen: dict[str, str] = {}
+    for url in urls:
+        name = shard_name(url)
+        if name in seen:
+            raise ValueError(f"inputs {seen[name]} and {url} have the same shard name {name!r}; rename one")
+        seen[name] = url
+    return urls
 
 
 def collect(url: str) -> tuple[list[Document], list[Tombstone], list[Reject], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 import html
 import re
 import shutil
@@ -58,6 +59,8 @@ def _independent(path: Path) -> dict[str, tuple[str, list[str]]]:
         parts = cit.findall("Article/Abstract/AbstractText") + cit.findall("OtherAbstract/AbstractText")
         texts = [_norm("".join(p.itertext())) for p in parts]
         title = _norm("".join(cit.find("Article/ArticleTitle").itertext()))
+        if not title and cit.find("Article/VernacularTitle") is not None:
+            title = _norm("".join(cit.find("Article/VernacularTitle").itertext()))
         out[cit.findtext("PMID").strip()] = (title, [t for t in texts if t])
     return out
 
@@ -192,6 +195,11 @@ def test_truncated_gzip_keeps_a_prefix(shared_data: Path, tmp_path: Path) -> Non
     items = list(read_pubmed(str(part)))
     assert len(items) > 50
     assert items[:-1] == list(read_pubmed(str(full_path)))[: len(items) - 1]
+    # every record completed before the cut is delivered, none lost with the last buffer
+    decompressed = b""
+    inflater = zlib.decompressobj(wbits=31)
+    decompressed = inflater.decompress(part.read_bytes())
+    assert len(items) - 1 == decompressed.count(b"</PubmedArticle>")
     assert (items[-1].reason, items[-1].record) == ("malformed_xml", str(part))
 
 
