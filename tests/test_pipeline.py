@@ -55,7 +55,7 @@ def test_segment_offsets_point_into_passages():
 
 
 def test_segment_rejects_overlong_sentences():
-    sentences, rejects = segment([DOC], max_chars=20)
+    sentences, rejects = segment([DOC], max_chars=24)
     assert [s.key for s in sentences] == ["pmid:1/1/1", "pmid:1/1/2"]
     assert {r.reason for r in rejects} == {"sentence_too_long"}
     assert {r.record for r in rejects} == {"pmid:1/0/0", "pmid:1/1/0"}
