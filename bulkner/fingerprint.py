@@ -39,7 +39,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
     """The fingerprint of a run as a JSON-able dict with a ``hash`` key."""
     engine = config.engine
     parts = {
-        "segmenter": getattr(segment, "VERSION", "1"),
+        "segmenter": segment.VERSION,
         "max_sentence_chars": config.max_sentence_chars,
     }
     if with_model:
@@ -49,7 +49,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "prompt": prompt.PROMPT_VERSION,
             "types": {t.name: t.definition for t in types},
             "decoding": {"greedy": True, "max_model_len": engine.max_model_len},
-            "parser": getattr(tagging, "VERSION", "1"),
+            "parser": tagging.VERSION,
             "selector": SELECTOR_VERSION,
         }
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -52,6 +52,9 @@ _INITIAL_TOKEN = re.compile(r"^[A-Z]\.(?:[A-Z]\.)*[,;]?$")  # J.  J.R.  I.,
 _JOURNAL_WORD = re.compile(r"^[A-Z][a-z]{1,5}\.[,;]?$")  # Med.  Biol.  Chem.,
 _MIXED_SYMBOL = re.compile(r"^[a-zα-ω][A-Za-z]*[A-Z0-9]")  # p53  mRNA  siRNA  qPCR
 
+VERSION = "1"
+"""Changes whenever splitting changes; part of the output fingerprint."""
+
 
 class Candidate(NamedTuple):
     """The context of one possible sentence end (terminal punctuation followed by whitespace)."""
