@@ -157,6 +157,63 @@ def split(
     execute(inputs, RunConfig(out=str(out)), False, summary_json)
 
 
+@app.command("eval")
+def eval_(
+    gold: Path = typer.Option(..., "--gold", help="Gold corpus file or folder."),
+    fmt: str = typer.Option(..., "--format", help="pubtator, bc2gm, brat, genia-xml, genia-json, cmeee or conll."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, local checkpoint directory or hub id."),
+    adapter: Optional[str] = typer.Option(None, help="Local LoRA adapter directory applied to --model."),
+    types: Optional[str] = typer.Option(None, help="Comma-separated types to evaluate (default: the corpus's)."),
+    types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
+    engine: str = typer.Option("auto", help="auto, vllm or transformers."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16."),
+    oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
+    batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
+    max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
+    from bulkner.corpora.registry import read_corpus
+    from bulkner.evaluate import evaluate
+    from bulkner.pipeline import build_tagger
+    from bulkner.scoring import format_table
+    from bulkner.types import resolve_types
+
+    setup_logging(verbose)
+    if limit is not None and limit < 1:
+        fail(f"--limit must be >= 1, got {limit}")
+    try:
+        corpus = read_corpus(fmt, str(gold))
+        documents = corpus.documents[:limit] if limit else corpus.documents
+        names = [t.strip() for t in types.split(",") if t.strip()] if types else sorted(corpus.type_counts())
+        entity_types = resolve_types(names, types_file)
+        tagger = None
+        if not oracle:
+            config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
+            tagger = build_tagger(entity_types, config, batch_sentences)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    except RuntimeError as err:
+        fail(str(err), 1)
+    try:
+        engine_, builder = (tagger.engine, tagger.builder) if tagger else (None, None)
+        result = evaluate(documents, entity_types, engine_, builder, batch_sentences)
+    finally:
+        if tagger:
+            tagger.engine.close()
+    result["corpus_problems"] = corpus.problem_counts()
+    typer.echo(f"documents: {result['documents']}  oracle: {result['oracle']}  types: {', '.join(result['types'])}")
+    typer.echo(format_table(result))
+    pipeline = result["pipeline"]
+    typer.echo("pipeline: " + ", ".join(f"{k} {v}" for k, v in pipeline.items() if k != "rejects"))
+    if pipeline["rejects"]:
+        typer.echo("rejects: " + ", ".join(f"{k} {v}" for k, v in pipeline["rejects"].items()))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+
+
 @app.command("types")
 def list_types() -> None:
     """List the preset entity types and their definitions."""

@@ -11,11 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from bulkner.config import EngineConfig
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
 from bulkner.prompt import PromptBuilder
 from bulkner.schema import Document, Entity, Reject, Sentence
 from bulkner.segment import split_sentences
 from bulkner.tagging import parse
+from bulkner.types import EntityType
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +111,16 @@ class Tagger:
         for span in result.spans:
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
             stats.entities[span.type] += 1
+
+
+def build_tagger(types: Sequence[EntityType], config: EngineConfig, batch_sentences: int) -> Tagger:
+    """Load the tokenizer, build the prompt builder and the engine (heavy: once per worker)."""
+    from transformers import AutoTokenizer
+
+    from bulkner.engines import build_engine
+    from bulkner.models import resolve_model
+    from bulkner.prompt import PromptBuilder
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+    builder = PromptBuilder(types, tokenizer, config.max_model_len)
+    return Tagger(build_engine(config), builder, batch_sentences)

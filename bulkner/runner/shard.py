@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from bulkner.config import RunConfig
 from bulkner.connectors.fs import expand_inputs, shard_name
 from bulkner.fingerprint import fingerprint
-from bulkner.pipeline import Tagger, TagStats, segment
+from bulkner.pipeline import Tagger, TagStats, build_tagger, segment
 from bulkner.reader import read_records
 from bulkner.schema import Document, Reject, Tombstone
 from bulkner.types import resolve_types
@@ -84,7 +84,6 @@ class ShardWorker:
         self.types = resolve_types(config.types, config.types_file)
         self.fingerprint = fingerprint(config, self.types, with_model)
         self.tagger: Tagger | None = None
-        self.engine = None
 
     def resources(self) -> dict:
         """What one worker pins on a cluster: a (fraction of a) GPU when it runs a model."""
@@ -95,22 +94,12 @@ class ShardWorker:
         """Build the tokenizer, prompt builder and engine (once per worker)."""
         if not self.with_model or self.tagger is not None:
             return
-        from transformers import AutoTokenizer
-
-        from bulkner.engines import build_engine
-        from bulkner.models import resolve_model
-        from bulkner.prompt import PromptBuilder
-
-        engine_config = self.config.engine
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(engine_config.model))
-        builder = PromptBuilder(self.types, tokenizer, engine_config.max_model_len)
-        self.engine = build_engine(engine_config)
-        self.tagger = Tagger(self.engine, builder, self.config.batch_sentences)
+        self.tagger = build_tagger(self.types, self.config.engine, self.config.batch_sentences)
 
     def teardown(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = self.tagger = None
+        if self.tagger is not None:
+            self.tagger.engine.close()
+        self.tagger = None
 
     def process(self, url: str, out: OutputDir) -> ShardReport:
         """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
