@@ -1,0 +1,59 @@
+"""The Ray runner on a local Ray instance: same outputs as the local runner, shards in parallel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from bulkner.config import EngineConfig, RunConfig
+from bulkner.runner import local
+from bulkner.runner.ray import replica_count
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'bulkner[ray]')")
+PMPARSER = Path(__file__).resolve().parents[3] / "shared" / "data" / "pubmed" / "pmparser"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def tables(out: Path, table: str) -> dict:
+    return {p.stem: pq.read_table(p).to_pylist() for p in sorted((out / table).glob("*.parquet"))}
+
+
+def test_replica_count_reads_declared_resources():
+    assert replica_count({"num_gpus": 1, "num_cpus": 1}, {"GPU": 8, "CPU": 64}, None) == 8
+    assert replica_count({"num_gpus": 0.25, "num_cpus": 1}, {"GPU": 2, "CPU": 64}, None) == 8
+    assert replica_count({"num_gpus": 0, "num_cpus": 1}, {"CPU": 3}, None) == 3
+    with pytest.raises(ValueError, match="GPU"):
+        replica_count({"num_gpus": 1}, {"CPU": 4}, None)
+
+
+def test_ray_split_matches_local(tmp_path, ray_local):
+    if not PMPARSER.exists():
+        pytest.skip("shared data missing")
+    from bulkner.runner.ray import run
+
+    inputs = [str(PMPARSER / "updatefiles")]
+    ray_summary = run(inputs, RunConfig(out=str(tmp_path / "ray")), with_model=False, progress=False)
+    local_summary = local.run(inputs, RunConfig(out=str(tmp_path / "local")), with_model=False, progress=False)
+    assert ray_summary.count("done") == local_summary.count("done") == 6
+    for table in ("documents", "sentences", "tombstones"):
+        assert tables(tmp_path / "ray", table) == tables(tmp_path / "local", table)
+    again = run(inputs, RunConfig(out=str(tmp_path / "ray")), with_model=False, progress=False)
+    assert again.count("skipped") == 6
+
+
+def test_ray_run_with_model_on_cpu(tmp_path, ray_local, tiny_model_dir):
+    from bulkner.cli import sample_input
+    from bulkner.runner.ray import run
+
+    engine = EngineConfig(name="transformers", model=tiny_model_dir, gpus_per_replica=0, max_model_len=1024)
+    summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), replicas=1, progress=False)
+    assert summary.count("done") == 1, summary.reports
+    assert summary.total("prompts") == summary.total("sentences") > 0
