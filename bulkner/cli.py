@@ -90,7 +90,7 @@ def execute(
             summary = run(inputs, config, with_model=with_model, **ray)
     except (ValueError, FileNotFoundError, FingerprintMismatch) as err:
         fail(str(err))
-    except RuntimeError as err:  # a runner or engine that cannot start
+    except (RuntimeError, ImportError) as err:  # a runner or engine that cannot start
         fail(str(err), 1)
     print_summary(summary.as_dict(), json_path)
     if summary.count("failed"):
@@ -195,7 +195,7 @@ def eval_(
             tagger = build_tagger(entity_types, config, batch_sentences)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    except RuntimeError as err:
+    except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
     try:
         engine_, builder = (tagger.engine, tagger.builder) if tagger else (None, None)

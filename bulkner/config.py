@@ -33,6 +33,9 @@ class EngineConfig:
     gpus_per_replica: float = 1.0
     """GPUs one replica pins on a Ray cluster (a fraction packs several small models on a GPU;
     0 runs replicas on CPUs). The local runner ignores it."""
+    enforce_eager: bool | None = None
+    """vLLM without torch.compile and CUDA graphs; None: eager on CPU (compiling costs ~2 min of
+    start-up there), compiled on GPU."""
     seed: int = 0
     """Sampling seed (decoding is greedy; the seed only fixes tie-breaking in kernels)."""
 

@@ -100,14 +100,9 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, config: EngineConfig, *, enforce_eager: bool | None = None) -> None:
-        """Store the config; nothing heavy happens before ``setup``.
-
-        ``enforce_eager`` None means eager on CPU (torch.compile costs ~2 minutes of start-up
-        there) and compiled with CUDA graphs on GPU.
-        """
+    def __init__(self, config: EngineConfig) -> None:
+        """Store the config; nothing heavy happens before ``setup``."""
         self.config = config
-        self.enforce_eager = enforce_eager
         self._llm: Any = None
         self._params: dict[int, Any] = {}
         self._stop_ids: list[int] = []
@@ -123,7 +118,7 @@ class VllmEngine:
                 os.environ.setdefault(key, value)
         vllm = import_vllm()
         model_dir = resolve_model(self.config.model)
-        eager = (not on_cuda) if self.enforce_eager is None else self.enforce_eager
+        eager = (not on_cuda) if self.config.enforce_eager is None else self.config.enforce_eager
         kwargs = llm_kwargs(self.config, model_dir, on_cuda, eager)
         logger.info("starting vLLM: %s", {k: v for k, v in kwargs.items() if k != "model"} | {"model": model_dir})
         self._llm = vllm.LLM(**kwargs)

