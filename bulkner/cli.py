@@ -214,6 +214,45 @@ def eval_(
         json_path.write_text(json.dumps(result, indent=2))
 
 
+@app.command("train")
+def train_cmd(
+    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2] of a training corpus; repeat to mix corpora."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: checkpoints, train_log.jsonl, final/."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model alias, local checkpoint directory or hub id."),
+    types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
+    full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+    lora_r: int = typer.Option(16, help="LoRA rank."),
+    epochs: int = typer.Option(3, help="Passes over the training examples."),
+    lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup, then linear decay)."),
+    batch_size: int = typer.Option(8, help="Examples per step (before gradient accumulation)."),
+    grad_accum: int = typer.Option(1, help="Steps of gradient accumulation per optimizer step."),
+    max_length: int = typer.Option(1024, help="Longest prompt + answer in tokens; longer examples are skipped and counted."),
+    save_every: int = typer.Option(200, help="Write a resumable checkpoint every N optimizer steps (0: none; final/ is always written)."),
+    eval_fraction: Optional[float] = typer.Option(None, help="Hold out this share of examples to log an eval loss."),
+    limit: Optional[int] = typer.Option(None, help="Use at most N training examples (smoke tests)."),
+    seed: int = typer.Option(0, help="Seed of shuffling, held-out split and initialisation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fine-tune a causal LM on LLMNER targets built from gold corpora (loss on the answer only)."""
+    from bulkner.train import TrainConfig, train
+
+    setup_logging(verbose)
+    try:
+        config = TrainConfig(
+            model=model, out=str(out), sources=tuple(source), types_file=str(types_file) if types_file else None,
+            lora=not full, lora_r=lora_r, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+            max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
+        )
+        result = train(config, progress=True, resume=resume)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    except (RuntimeError, ImportError) as err:
+        fail(str(err), 1)
+    typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; final loss {result['final_loss']:.4f}")
+    typer.echo(f"model: {out / 'final'}")
+
+
 @app.command("types")
 def list_types() -> None:
     """List the preset entity types and their definitions."""

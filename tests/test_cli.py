@@ -97,3 +97,45 @@ def test_inputs_with_one_shard_name_are_refused(tmp_path):
         (tmp_path / d / "x.xml.gz").write_bytes(Path(sample_input()).read_bytes())
     result = invoke("split", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "same shard name 'x'" in result.output
+
+
+NER = PUBMED.parent / "ner"
+
+
+def test_eval_oracle_json_shape(tmp_path):
+    gold = NER / "ncbi_disease" / "NCBIdevelopset_corpus.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    result = invoke("eval", "--gold", gold, "--format", "pubtator", "--oracle", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["documents"] == 100 and report["oracle"] is True and report["types"] == ["Disease"]
+    assert set(report["strict"]) == {"micro", "macro", "per_type"} and set(report["relaxed"]) == set(report["strict"])
+    assert report["strict"]["micro"]["recall"] >= 0.995
+    assert "Disease" in result.output and "micro" in result.output
+
+
+def test_train_then_eval_and_run_with_the_adapter(tmp_path, tiny_model_dir):
+    gold = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    trained = invoke(
+        "train", "--source", f"pubtator:{gold}", "--out", tmp_path / "t", "--model", tiny_model_dir,
+        "--limit", "8", "--epochs", "1", "--batch-size", "4", "--save-every", "1",
+    )
+    assert trained.exit_code == 0, trained.output
+    adapter = tmp_path / "t" / "final"
+    assert (adapter / "adapter_config.json").exists() and (tmp_path / "t" / "checkpoint-2").exists()
+    evaluated = invoke(
+        "eval", "--gold", gold, "--format", "pubtator", "--limit", "2", "--model", tiny_model_dir,
+        "--adapter", adapter, "--engine", "transformers", "--max-model-len", "1024", "--json", tmp_path / "e.json",
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["documents"] == 2 and report["oracle"] is False
+    assert report["pipeline"]["prompts"] == report["pipeline"]["sentences"] > 0
+    if requires_vllm.args[0]:  # the vLLM tier: the adapter through vLLM's LoRA path
+        return
+    ran = invoke("run", sample_input(), "--out", tmp_path / "o", "--model", tiny_model_dir, "--adapter", adapter,
+                 "--engine", "vllm", "--max-model-len", "1024")
+    assert ran.exit_code == 0, ran.output
