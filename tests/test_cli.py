@@ -139,3 +139,12 @@ def test_train_then_eval_and_run_with_the_adapter(tmp_path, tiny_model_dir):
     ran = invoke("run", sample_input(), "--out", tmp_path / "o", "--model", tiny_model_dir, "--adapter", adapter,
                  "--engine", "vllm", "--max-model-len", "1024")
     assert ran.exit_code == 0, ran.output
+
+
+def test_unreadable_shard_is_reported_and_the_others_still_run(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.xml").write_text("<Unknown/>")
+    (tmp_path / "in" / "b.xml.gz").write_bytes(Path(sample_input()).read_bytes())
+    result = invoke("split", tmp_path / "in", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "failed a:" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "o" / "_done" / "b.json").exists() and not (tmp_path / "o" / "_done" / "a.json").exists()

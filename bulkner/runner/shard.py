@@ -111,7 +111,8 @@ class ShardWorker:
         try:
             return ShardReport(shard, "done", self._process(url, shard, out))
         except Exception as err:  # a bad shard must not stop the run: report it and go on
-            log.exception("shard %s failed", shard)
+            log.error("shard %s failed: %s: %s", shard, type(err).__name__, err)
+            log.debug("shard %s failed", shard, exc_info=True)
             return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}")
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
