@@ -199,7 +199,7 @@ def eval_(
         fail(str(err), 1)
     try:
         engine_, builder = (tagger.engine, tagger.builder) if tagger else (None, None)
-        result = evaluate(documents, entity_types, engine_, builder, batch_sentences)
+        result = evaluate(documents, entity_types, engine_, builder, batch_sentences, progress=not oracle)
     finally:
         if tagger:
             tagger.engine.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from bulkner.corpora import GoldDocument
 from bulkner.engines.base import Engine
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
@@ -23,11 +25,14 @@ def gold_mentions(gold: Sequence[GoldDocument], names: Sequence[str]) -> set[Men
     return {Mention(g.document.doc_id, i, s.start, s.end, s.type) for g in gold for i, s in g.mentions if s.type in names}
 
 
-def predict(gold: Sequence[GoldDocument], tagger: Tagger, max_sentence_chars: int) -> tuple[set[Mention], dict]:
+def predict(
+    gold: Sequence[GoldDocument], tagger: Tagger, max_sentence_chars: int, progress: bool = False
+) -> tuple[set[Mention], dict]:
     """Run segmentation and tagging over the gold documents; predicted mentions and run counts."""
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
     stats = TagStats()
-    entities, tag_rejects = tagger.tag(sentences, stats)
+    with tqdm(total=len(sentences), desc="eval", unit="sent", disable=not progress) as bar:
+        entities, tag_rejects = tagger.tag(sentences, stats, bar)
     found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     counts = {
         "sentences": len(sentences),
@@ -51,6 +56,7 @@ def evaluate(
     builder=None,
     batch_sentences: int = 1024,
     max_sentence_chars: int = 2000,
+    progress: bool = False,
 ) -> dict:
     """Score the pipeline on ``gold``: with ``engine`` and ``builder`` (a PromptBuilder), or, when
     ``engine`` is None, with gold-tagged generations (``"oracle": true``)."""
@@ -61,7 +67,7 @@ def evaluate(
         tagger, cut = oracle_tagger(gold, types, max_sentence_chars)
     else:
         tagger = Tagger(engine, builder, batch_sentences)
-    found, counts = predict(gold, tagger, max_sentence_chars)
+    found, counts = predict(gold, tagger, max_sentence_chars, progress)
     result = {"documents": len(gold), "oracle": engine is None, "types": names}
     result |= score(gold_mentions(gold, names), found, names)
     result["pipeline"] = counts | ({"cut_by_sentence_boundaries": cut} if cut is not None else {})
