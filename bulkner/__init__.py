@@ -1,0 +1,1 @@
+"""bulkner: high-throughput biomedical named entity recognition with LLMs (the LLMNER method)."""

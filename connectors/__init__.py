@@ -1,0 +1,1 @@
+"""Readers of input shards into Document, Tombstone and Reject records (``bulkner.connectors``)."""
