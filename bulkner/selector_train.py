@@ -195,6 +195,8 @@ class SelectorTrainConfig:
     epochs: int = 2
     lr: float = 3e-5
     """Peak AdamW learning rate (linear decay to 0)."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the freshly initialised linear head (it starts from nothing)."""
     batch_size: int = 16
     """Groups (gold span + its negatives, or one loose negative) per step."""
     max_length: int = 128
@@ -226,8 +228,8 @@ class SelectorTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_length < 16:
             raise ValueError(f"max_length must be >= 16, got {self.max_length}")
-        if not self.lr > 0 or not self.temperature > 0:
-            raise ValueError(f"lr and temperature must be > 0, got {self.lr} and {self.temperature}")
+        if not self.lr > 0 or not self.head_lr > 0 or not self.temperature > 0:
+            raise ValueError(f"lr, head_lr and temperature must be > 0, got {self.lr}, {self.head_lr}, {self.temperature}")
         if self.negatives_per_gold < 0 or self.contrastive_weight < 0:
             raise ValueError("negatives_per_gold and contrastive_weight must be >= 0")
         if self.limit is not None and self.limit < 1:
@@ -317,7 +319,8 @@ def run_epochs(model: tuple, units: list, config: SelectorTrainConfig, meta: dic
 
     encoder, head, tokenizer = model
     params = list(encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([{"params": list(encoder.parameters()), "lr": config.lr},
+                                   {"params": list(head.parameters()), "lr": config.head_lr}], weight_decay=0.01)
     total = config.epochs * -(-len(units) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
     encoder.train()
@@ -337,6 +340,7 @@ def run_epochs(model: tuple, units: list, config: SelectorTrainConfig, meta: dic
             if step % config.log_every == 0 or step == total:
                 record = {"step": step, "epoch": epoch, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0]}
                 log.write(json.dumps(record) + "\n")
+                log.flush()  # follow a long run with tail -f
     return step
 
 
