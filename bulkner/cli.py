@@ -63,7 +63,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
     out(f"documents: {summary['documents']}  tombstones: {summary['tombstones']}  sentences: {summary['sentences']}")
     if "entities_by_type" in summary and summary["prompt_tokens"]:
         by_type = ", ".join(f"{t} {n}" for t, n in summary["entities_by_type"].items()) or "none"
-        out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type})")
+        dropped = f"; the selector dropped {summary['selector_dropped']}" if summary["selector_dropped"] else ""
+        out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type}){dropped}")
         out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
     rejects = summary["rejects_by_reason"]
     out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))
@@ -99,6 +100,8 @@ def execute(
         raise typer.Exit(EXIT_REJECTS)
 
 
+SELECTOR_HELP = "Directory of a trained entity selector; it scores parsed spans and drops those under its threshold."
+THRESHOLD_HELP = "Selector threshold in [0, 1] (default: the one calibrated with the selector)."
 INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, globs or object-store URLs."
 
 
@@ -115,6 +118,8 @@ def run(
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
+    selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
+    selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start or join a local one)."),
     replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the GPUs hold)."),
@@ -136,6 +141,7 @@ def run(
         config = RunConfig(
             out=str(out), types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, batch_sentences=batch_sentences,
+            selector=selector, selector_threshold=selector_threshold,
         )
     except ValueError as err:
         fail(str(err))
@@ -168,6 +174,8 @@ def eval_(
     engine: str = typer.Option("auto", help="auto, vllm or transformers."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16."),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
+    selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
+    selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
@@ -192,17 +200,16 @@ def eval_(
         tagger = None
         if not oracle:
             config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
-            tagger = build_tagger(entity_types, config, batch_sentences)
+            tagger = build_tagger(entity_types, config, batch_sentences, selector, selector_threshold)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
     try:
-        engine_, builder = (tagger.engine, tagger.builder) if tagger else (None, None)
-        result = evaluate(documents, entity_types, engine_, builder, batch_sentences, progress=not oracle)
+        result = evaluate(documents, entity_types, tagger, progress=not oracle)
     finally:
         if tagger:
-            tagger.engine.close()
+            tagger.close()
     result["corpus_problems"] = corpus.problem_counts()
     typer.echo(f"documents: {result['documents']}  oracle: {result['oracle']}  types: {', '.join(result['types'])}")
     typer.echo(format_table(result))
@@ -251,6 +258,41 @@ def train_cmd(
         fail(str(err), 1)
     typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; final loss {result['final_loss']:.4f}")
     typer.echo(f"model: {out / 'final'}")
+
+
+@app.command("train-selector")
+def train_selector_cmd(
+    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2] of a training corpus; repeatable."),
+    out: Path = typer.Option(..., "--out", "-o", help="Selector directory to write."),
+    dev_source: List[str] = typer.Option([], "--dev-source", help="FORMAT:PATH[:Types] to calibrate the threshold on."),
+    encoder: Optional[str] = typer.Option(None, help="Local HF encoder directory (default: all-MiniLM-L6-v2)."),
+    epochs: int = typer.Option(2, help="Passes over the training sentences."),
+    lr: float = typer.Option(3e-5, help="Encoder learning rate."),
+    batch_size: int = typer.Option(16, help="Gold spans (each with its negatives) per step."),
+    negatives_per_gold: int = typer.Option(4, help="Boundary-perturbed negatives per gold span."),
+    contrastive_weight: float = typer.Option(1.0, help="Weight of the group InfoNCE term beside the binary loss."),
+    limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
+    seed: int = typer.Option(0, help="Seed of sampling and initialisation."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train the contrastive entity selector: gold spans against boundary-perturbed and wrong-type ones."""
+    from bulkner.selector_train import SelectorTrainConfig, train_selector
+    from bulkner.train_data import TrainSource
+
+    setup_logging(verbose)
+    try:
+        config = SelectorTrainConfig(
+            sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
+            dev_sources=tuple(TrainSource.parse(s) for s in dev_source), encoder=encoder, epochs=epochs, lr=lr,
+            batch_size=batch_size, negatives_per_gold=negatives_per_gold, contrastive_weight=contrastive_weight,
+            limit=limit, seed=seed,
+        )
+        report = train_selector(config, progress=True)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    except (RuntimeError, ImportError) as err:
+        fail(str(err), 1)
+    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  dev F1 {report['dev_f1']:.3f}  ({report['steps']} steps)")
 
 
 @app.command("types")

@@ -69,6 +69,11 @@ class RunConfig:
     """Sentences handed to the engine per call; vLLM schedules inside a call."""
     max_sentence_chars: int = 2000
     """Longer sentences are rejected (``sentence_too_long``) instead of being sent to the model."""
+    selector: str | None = None
+    """Directory of a trained entity selector (``bulkner.selector``); None keeps every parsed span
+    (score 1.0)."""
+    selector_threshold: float | None = None
+    """Keep spans scoring at least this; None uses the threshold calibrated with the selector."""
 
     def __post_init__(self) -> None:
         if not self.types:
@@ -77,5 +82,7 @@ class RunConfig:
             raise ValueError(f"entity types repeat: {list(self.types)}")
         if self.batch_sentences < 1:
             raise ValueError(f"batch_sentences must be >= 1, got {self.batch_sentences}")
+        if self.selector_threshold is not None and not 0.0 <= self.selector_threshold <= 1.0:
+            raise ValueError(f"selector_threshold must be in [0, 1], got {self.selector_threshold}")
         if self.max_sentence_chars < 1:
             raise ValueError(f"max_sentence_chars must be >= 1, got {self.max_sentence_chars}")

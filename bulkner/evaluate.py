@@ -9,7 +9,6 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bulkner.corpora import GoldDocument
-from bulkner.engines.base import Engine
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
 from bulkner.pipeline import Tagger, TagStats, segment
 from bulkner.scoring import Mention, score
@@ -52,23 +51,20 @@ def oracle_tagger(gold: Sequence[GoldDocument], types: Sequence[EntityType], max
 def evaluate(
     gold: Sequence[GoldDocument],
     types: Sequence[EntityType],
-    engine: Engine | None = None,
-    builder=None,
-    batch_sentences: int = 1024,
+    tagger: Tagger | None = None,
     max_sentence_chars: int = 2000,
     progress: bool = False,
 ) -> dict:
-    """Score the pipeline on ``gold``: with ``engine`` and ``builder`` (a PromptBuilder), or, when
-    ``engine`` is None, with gold-tagged generations (``"oracle": true``)."""
+    """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.build_tagger``), or, when it is
+    None, with gold-tagged generations (``"oracle": true``)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     cut = None
-    if engine is None:
+    oracle = tagger is None
+    if oracle:
         tagger, cut = oracle_tagger(gold, types, max_sentence_chars)
-    else:
-        tagger = Tagger(engine, builder, batch_sentences)
     found, counts = predict(gold, tagger, max_sentence_chars, progress)
-    result = {"documents": len(gold), "oracle": engine is None, "types": names}
+    result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)
     result["pipeline"] = counts | ({"cut_by_sentence_boundaries": cut} if cut is not None else {})
     return result

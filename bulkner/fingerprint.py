@@ -15,8 +15,6 @@ from bulkner import prompt, segment, tagging
 from bulkner.config import RunConfig
 from bulkner.types import EntityType
 
-SELECTOR_VERSION = "none"
-"""No entity selector yet; the selector's version joins the fingerprint when it lands."""
 
 
 def _artifact(path: str | None) -> str | None:
@@ -35,6 +33,15 @@ def _artifact(path: str | None) -> str | None:
     return f"{local.name}@{digest.hexdigest()[:16]}"
 
 
+def _selector(config: RunConfig) -> str:
+    """The selector's identity (version, weights hash, threshold), or ``none``."""
+    if config.selector is None:
+        return "none"
+    from bulkner.selector import Selector
+
+    return Selector(config.selector, config.selector_threshold).fingerprint()
+
+
 def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool = True) -> dict:
     """The fingerprint of a run as a JSON-able dict with a ``hash`` key."""
     engine = config.engine
@@ -50,7 +57,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "types": {t.name: t.definition for t in types},
             "decoding": {"greedy": True, "max_model_len": engine.max_model_len},
             "parser": tagging.VERSION,
-            "selector": SELECTOR_VERSION,
+            "selector": _selector(config),
         }
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 from bulkner.config import EngineConfig
@@ -50,6 +50,8 @@ class TagStats:
     output_tokens: int = 0
     unfinished: int = 0
     """Generations cut at ``max_tokens`` (their complete blocks still count)."""
+    selector_dropped: int = 0
+    """Parsed spans the entity selector scored under its threshold."""
     entities: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -58,6 +60,7 @@ class TagStats:
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             "unfinished": self.unfinished,
+            "selector_dropped": self.selector_dropped,
             "entities_by_type": dict(sorted(self.entities.items())),
         }
 
@@ -71,11 +74,19 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
 class Tagger:
     """Sentences in, entities out: prompt, generate (batched), parse and align back to passages."""
 
-    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int) -> None:
+    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None) -> None:
         self.engine = engine
         self.builder = builder
-        self.type_names = [t.name for t in builder.types]
+        self.types = {t.name: t for t in builder.types}
+        self.type_names = list(self.types)
         self.batch_sentences = batch_sentences
+        self.selector = selector
+        """A ``bulkner.selector.Selector`` that scores and filters parsed spans, or None."""
+
+    def close(self) -> None:
+        self.engine.close()
+        if self.selector is not None:
+            self.selector.close()
 
     def tag(self, sentences: Sequence[Sentence], stats: TagStats, progress=None) -> tuple[list[Entity], list[Reject]]:
         """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done."""
@@ -93,8 +104,10 @@ class Tagger:
                 prompts.append(prompt)
                 asked.append(sentence)
             generations = join_by_id(prompts, self.engine.generate(prompts)) if prompts else []
+            found: list[Entity] = []
             for sentence, generation in zip(asked, generations):
-                self._collect(sentence, generation, stats, entities, rejects)
+                self._collect(sentence, generation, stats, found, rejects)
+            entities += self._select(found, stats)
             if progress is not None:
                 progress.update(len(batch))
         return entities, rejects
@@ -110,11 +123,32 @@ class Tagger:
             rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
         for span in result.spans:
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
-            stats.entities[span.type] += 1
+
+    def _select(self, found: list[Entity], stats: TagStats) -> list[Entity]:
+        """Score ``found`` with the selector (if any) and keep those at or over its threshold."""
+        kept = found
+        if self.selector is not None:
+            from bulkner.selector import Candidate
+
+            offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
+            candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
+            scores = self.selector.score(candidates)
+            scored = [replace(e, score=p) for e, p in zip(found, scores)]
+            kept = [e for e, ok in zip(scored, self.selector.keep(scores)) if ok]
+            stats.selector_dropped += len(found) - len(kept)
+        for e in kept:
+            stats.entities[e.type] += 1
+        return kept
 
 
-def build_tagger(types: Sequence[EntityType], config: EngineConfig, batch_sentences: int) -> Tagger:
-    """Load the tokenizer, build the prompt builder and the engine (heavy: once per worker)."""
+def build_tagger(
+    types: Sequence[EntityType],
+    config: EngineConfig,
+    batch_sentences: int,
+    selector: str | None = None,
+    selector_threshold: float | None = None,
+) -> Tagger:
+    """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
     from transformers import AutoTokenizer
 
     from bulkner.engines import build_engine
@@ -123,4 +157,10 @@ def build_tagger(types: Sequence[EntityType], config: EngineConfig, batch_senten
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
     builder = PromptBuilder(types, tokenizer, config.max_model_len)
-    return Tagger(build_engine(config), builder, batch_sentences)
+    scorer = None
+    if selector is not None:
+        from bulkner.selector import Selector
+
+        scorer = Selector(selector, selector_threshold)
+        scorer.setup()
+    return Tagger(build_engine(config), builder, batch_sentences, scorer)

