@@ -17,6 +17,7 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs to stdout otherwise: keep stdout pure JSON
 
 from bulkner.cli import sample_input  # noqa: E402
 from bulkner.config import EngineConfig, RunConfig  # noqa: E402
