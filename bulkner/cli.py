@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import List, Optional
@@ -35,6 +36,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Our loggers at INFO with --verbose, else WARNING; vLLM's own INFO lines only with --verbose."""
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
