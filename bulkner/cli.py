@@ -112,7 +112,7 @@ INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, glob
 @app.command()
 def run(
     inputs: List[str] = typer.Argument(None, help=INPUTS_HELP + " Default: the embedded sample."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; reruns skip finished shards)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL (created; reruns skip finished shards)."),
     model: str = typer.Option(DEFAULT_MODEL, help="Model alias, local checkpoint directory or hub id."),
     adapter: Optional[str] = typer.Option(None, help="Local LoRA adapter directory applied to --model."),
     types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
@@ -143,7 +143,7 @@ def run(
         )
         type_names = tuple(t.strip() for t in types.split(",") if t.strip())
         config = RunConfig(
-            out=str(out), types=type_names, types_file=str(types_file) if types_file else None,
+            out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, batch_sentences=batch_sentences,
             selector=selector, selector_threshold=selector_threshold,
         )
@@ -158,13 +158,13 @@ def run(
 @app.command()
 def split(
     inputs: List[str] = typer.Argument(..., help=INPUTS_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Read and split sentences only (documents, sentences, tombstones, rejects tables; no model)."""
     setup_logging(verbose)
-    execute(inputs, RunConfig(out=str(out)), False, summary_json)
+    execute(inputs, RunConfig(out=out), False, summary_json)
 
 
 @app.command("eval")
@@ -211,6 +211,8 @@ def eval_(
         fail(str(err), 1)
     try:
         result = evaluate(documents, entity_types, tagger, progress=not oracle)
+    except ValueError as err:
+        fail(str(err))
     finally:
         if tagger:
             tagger.close()

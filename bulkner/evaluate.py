@@ -40,12 +40,13 @@ def predict(
     return found, counts
 
 
-def oracle_tagger(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int) -> tuple[Tagger, int]:
-    """A tagger answering with gold-tagged sentences, and the count of gold mentions that sentence
-    boundaries cut (no answer can recover those)."""
+def oracle_tagger(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int) -> tuple[Tagger, dict]:
+    """A tagger answering with gold-tagged sentences, and the counts of gold mentions no answer can
+    carry: cut by a sentence boundary, or crossing a longer mention of the same type."""
     sentences, _ = segment([g.document for g in gold], max_sentence_chars)
-    targets, cut = oracle_targets(sentences, gold, [t.name for t in types])
-    return Tagger(OracleEngine(targets), OraclePrompts(types), 4096), len(cut)
+    targets, cut, crossing = oracle_targets(sentences, gold, [t.name for t in types])
+    unreachable = {"cut_by_sentence_boundaries": len(cut), "crossing_same_type": len(crossing)}
+    return Tagger(OracleEngine(targets), OraclePrompts(types), 4096), unreachable
 
 
 def evaluate(
@@ -59,14 +60,14 @@ def evaluate(
     None, with gold-tagged generations (``"oracle": true``)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
-    cut = None
+    unreachable: dict = {}
     oracle = tagger is None
     if oracle:
-        tagger, cut = oracle_tagger(gold, types, max_sentence_chars)
+        tagger, unreachable = oracle_tagger(gold, types, max_sentence_chars)
     found, counts = predict(gold, tagger, max_sentence_chars, progress)
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)
-    result["pipeline"] = counts | ({"cut_by_sentence_boundaries": cut} if cut is not None else {})
+    result["pipeline"] = counts | unreachable
     return result
 
 
@@ -78,14 +79,17 @@ def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_
     """
     result = evaluate(gold, types, max_sentence_chars=max_sentence_chars)
     micro = result["strict"]["micro"]
-    expected, hits, cut = micro["tp"] + micro["fn"], micro["tp"], result["pipeline"]["cut_by_sentence_boundaries"]
+    pipeline = result["pipeline"]
+    expected, hits = micro["tp"] + micro["fn"], micro["tp"]
+    cut = pipeline["cut_by_sentence_boundaries"] + pipeline["crossing_same_type"]
     return {
         "documents": result["documents"],
         "sentences": result["pipeline"]["sentences"],
         "gold_mentions": expected,
         "recovered": hits,
         "recall": hits / expected if expected else 1.0,
-        "cut_by_sentence_boundaries": cut,
+        "cut_by_sentence_boundaries": pipeline["cut_by_sentence_boundaries"],
+        "crossing_same_type": pipeline["crossing_same_type"],
         "missed_other": expected - hits - cut,
         "spurious": micro["fp"],
         "rejects": result["pipeline"]["rejects"],

@@ -17,20 +17,30 @@ from bulkner.types import EntityType
 
 
 
+_SAMPLE = 1 << 20
+
+
 def _artifact(path: str | None) -> str | None:
-    """Identify a model or adapter: a local directory by its config and weight files, else the name."""
+    """Identify a model or adapter by content, not by where it lies: a local directory by its JSON
+    and tokenizer files and, for weights, their sizes and first and last MiB (cheap for 16 GB
+    checkpoints, yet different for any two trainings); anything else (an alias, a hub id) by name."""
     if path is None:
         return None
-    local = Path(path)
+    local = Path(path).expanduser()
     if not local.is_dir():
         return path
     digest = hashlib.sha256()
-    for f in sorted(local.iterdir()):
-        if f.suffix == ".json":
-            digest.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin", ".gguf"):
-            digest.update(f"{f.name}:{f.stat().st_size}".encode())
-    return f"{local.name}@{digest.hexdigest()[:16]}"
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(local)).encode())
+        if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
+            size = f.stat().st_size
+            with f.open("rb") as handle:
+                digest.update(str(size).encode() + handle.read(_SAMPLE))
+                handle.seek(max(0, size - _SAMPLE))
+                digest.update(handle.read(_SAMPLE))
+        elif f.stat().st_size <= 16 * _SAMPLE:
+            digest.update(f.read_bytes())
+    return f"dir@{digest.hexdigest()[:24]}"
 
 
 def _selector(config: RunConfig) -> str:
@@ -54,8 +64,8 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "model": _artifact(engine.model),
             "adapter": _artifact(engine.adapter),
             "prompt": prompt.PROMPT_VERSION,
-            "types": {t.name: t.definition for t in types},
-            "decoding": {"greedy": True, "max_model_len": engine.max_model_len},
+            "types": [[t.name, t.definition] for t in types],
+            "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype},
             "parser": tagging.VERSION,
             "selector": _selector(config),
         }

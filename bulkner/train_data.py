@@ -138,7 +138,7 @@ def source_examples(
     counts = {"other_type_mentions": 0, "crossing_dropped": 0}
     gold = [keep_mentions(g, set(names), counts) for g in gold]
     sentences, rejects = segment([g.document for g in gold], MAX_SENTENCE_CHARS)
-    targets, cut = oracle_targets(sentences, gold, names)
+    targets, cut, _ = oracle_targets(sentences, gold, names)
     builder = PromptBuilder(types, tokenizer, max_length)
     examples: list[Example] = []
     too_long = len(rejects)

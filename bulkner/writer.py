@@ -43,7 +43,8 @@ class OutputDir:
 
     def _write_bytes(self, path: str, data: bytes) -> None:
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        folder, name = path.rsplit("/", 1)
+        tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"  # hidden: dataset readers skip dot files
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         self.fs.move(tmp, path)

@@ -189,3 +189,15 @@ def test_train_selector_writes_a_loadable_selector(tmp_path, tiny_encoder):
     assert 0.0 <= Selector(tmp_path / "sel").threshold <= 1.0
     bad = invoke("train-selector", "--source", "nosuchformat:x", "--out", tmp_path / "s2")
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_eval_oracle_on_a_type_subset(tmp_path):
+    gold = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    result = invoke("eval", "--gold", gold, "--format", "pubtator", "--oracle", "--types", "Chemical", "--limit", "50",
+                    "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["types"] == ["Chemical"] and report["strict"]["micro"]["recall"] == 1.0
+    assert report["pipeline"]["crossing_same_type"] == 0

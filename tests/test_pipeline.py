@@ -126,3 +126,20 @@ def test_selector_scores_and_filters_parsed_spans():
     assert kept == {("Cisplatin", 0.9), ("cisplatin", 0.7), ("Renal failure", 0.5)}
     assert stats.selector_dropped == 2 and stats.entities == {"Chemical": 2, "Disease": 1}
     assert {c.type.name for c in selector.seen} == {"Chemical", "Disease"} and len(selector.seen) == 5
+
+
+def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):
+    from bulkner.runner.shard import collect
+
+    def article(pmid, title):
+        return (f"<PubmedArticle><MedlineCitation><PMID Version='1'>{pmid}</PMID><Article>"
+                f"<ArticleTitle>{title}</ArticleTitle></Article></MedlineCitation></PubmedArticle>")
+
+    xml = ("<PubmedArticleSet>" + article(1, "Old.") + article(1, "New.") + article(2, "Deleted.")
+           + article(3, "Revived.") + "<DeleteCitation><PMID>2</PMID><PMID>3</PMID><PMID>4</PMID></DeleteCitation>"
+           + "</PubmedArticleSet>")
+    (tmp_path / "s.xml").write_text(xml)
+    documents, tombstones, rejects, replaced = collect(str(tmp_path / "s.xml"))
+    assert [(d.doc_id, d.passages[0].text) for d in documents] == [("pmid:1", "New.")]
+    assert sorted(t.doc_id for t in tombstones) == ["pmid:2", "pmid:3", "pmid:4"]
+    assert replaced == 1 and not rejects

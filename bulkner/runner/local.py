@@ -40,8 +40,13 @@ class RunSummary:
 
     @property
     def input_rejects(self) -> int:
-        """Rejected input records (documents, sentences); span-level parse rejects excluded."""
-        return sum(n for k, n in self.merged("rejects_by_reason").items() if k.split("/")[0] in INPUT_REJECT_STAGES)
+        """Rejected input records (documents, sentences) in the output, skipped shards included, so
+        a rerun exits as the first run did; span-level parse rejects are excluded."""
+        merged: Counter = Counter()
+        for r in self.reports:
+            if r.status in ("done", "skipped"):
+                merged.update(r.stats.get("rejects_by_reason", {}))
+        return sum(n for k, n in merged.items() if k.split("/")[0] in INPUT_REJECT_STAGES)
 
     def as_dict(self) -> dict:
         seconds = sum(r.stats.get("seconds", 0) for r in self.reports if r.status == "done")

@@ -8,7 +8,7 @@ directory must be reachable from every node: an object-store URL or a shared fil
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -87,12 +87,38 @@ def run(
     log.info("starting %d replica(s), each with %s", count, resources)
     actor_class = ray.remote(ShardActor).options(**resources)
     actors = [actor_class.remote(config, with_model) for _ in range(count)]
-    pool = ray.util.ActorPool(actors)
     try:
-        reports = pool.map_unordered(lambda actor, url: actor.process.remote(url), todo)
-        for report in tqdm(reports, total=len(todo), desc="shards", unit="shard", disable=not progress):
+        for report in tqdm(dispatch(ray, actors, todo), total=len(todo), desc="shards", unit="shard", disable=not progress):
             log.info("%s: %s", report.shard, report.status)
             summary.reports.append(report)
     finally:
-        ray.get([a.shutdown.remote() for a in actors])
+        for actor in actors:
+            try:
+                ray.get(actor.shutdown.remote())
+            except ray.exceptions.RayError:  # a dead actor has nothing left to release
+                ray.kill(actor)
     return summary
+
+
+def dispatch(ray, actors: list, urls: Sequence[str]) -> Iterator[ShardReport]:
+    """Hand each shard to the next free actor. A task or actor failure fails that shard only (its
+    report says why); a dead actor gets no more work; shards left when every actor is dead fail."""
+    idle, queue, pending = list(actors), list(urls), {}
+    while queue or pending:
+        while idle and queue:
+            actor, url = idle.pop(), queue.pop(0)
+            pending[actor.process.remote(url)] = (actor, url)
+        if not pending:
+            for url in queue:
+                yield ShardReport(shard_name(url), "failed", error="no live Ray actor left to process it")
+            return
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        actor, url = pending.pop(ref)
+        try:
+            yield ray.get(ref)
+            idle.append(actor)
+        except ray.exceptions.RayActorError as err:
+            yield ShardReport(shard_name(url), "failed", error=f"Ray actor died: {err}")
+        except ray.exceptions.RayError as err:
+            idle.append(actor)
+            yield ShardReport(shard_name(url), "failed", error=f"{type(err).__name__}: {err}")

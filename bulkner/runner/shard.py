@@ -57,21 +57,21 @@ def plan(inputs) -> list[str]:
 
 
 def collect(url: str) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
-    """Read a shard. A document repeated in the shard keeps its last version (counted)."""
-    documents: dict[str, Document] = {}
-    tombstones: list[Tombstone] = []
+    """Read a shard. Within it the last record of a doc_id wins: a repeated document replaces the
+    earlier one (counted), a later DeleteCitation removes it, a later document revives it."""
+    latest: dict[str, Document | Tombstone] = {}
     rejects: list[Reject] = []
     replaced = 0
     for record in read_records(url):
-        if isinstance(record, Document):
-            replaced += record.doc_id in documents
-            documents.pop(record.doc_id, None)
-            documents[record.doc_id] = record
-        elif isinstance(record, Tombstone):
-            tombstones.append(record)
-        else:
+        if isinstance(record, Reject):
             rejects.append(record)
-    return list(documents.values()), tombstones, rejects, replaced
+            continue
+        previous = latest.pop(record.doc_id, None)
+        replaced += isinstance(record, Document) and isinstance(previous, Document)
+        latest[record.doc_id] = record
+    documents = [r for r in latest.values() if isinstance(r, Document)]
+    tombstones = [r for r in latest.values() if isinstance(r, Tombstone)]
+    return documents, tombstones, rejects, replaced
 
 
 class ShardWorker:

@@ -57,3 +57,18 @@ def test_ray_run_with_model_on_cpu(tmp_path, ray_local, tiny_model_dir):
     summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), replicas=1, progress=False)
     assert summary.count("done") == 1, summary.reports
     assert summary.total("prompts") == summary.total("sentences") > 0
+
+
+def test_a_failing_shard_fails_alone(tmp_path, ray_local):
+    from bulkner.cli import sample_input
+    from bulkner.runner.ray import run
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.xml").write_text("<Unknown/>")
+    (tmp_path / "in" / "good.xml.gz").write_bytes(Path(sample_input()).read_bytes())
+    summary = run([str(tmp_path / "in")], RunConfig(out=str(tmp_path / "out")), with_model=False, progress=False)
+    assert {r.shard: r.status for r in summary.reports} == {"bad": "failed", "good": "done"}
+    engine = EngineConfig(name="transformers", model=str(tmp_path / "no-such-model"), gpus_per_replica=0)
+    broken = run([str(tmp_path / "in" / "good.xml.gz")], RunConfig(out=str(tmp_path / "o2"), engine=engine),
+                 replicas=1, progress=False)
+    assert [r.status for r in broken.reports] == ["failed"] and "no-such-model" in broken.reports[0].error

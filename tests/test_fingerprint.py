@@ -1,0 +1,28 @@
+"""The run fingerprint covers what changes the output, by content, not by location."""
+
+from __future__ import annotations
+
+from bulkner.config import EngineConfig, RunConfig
+from bulkner.fingerprint import fingerprint
+from bulkner.types import resolve_types
+
+
+def fp(types=("Chemical", "Disease"), **engine):
+    return fingerprint(RunConfig(out="x", types=types, engine=EngineConfig(**engine)), resolve_types(types))["hash"]
+
+
+def test_type_order_engine_and_dtype_change_the_hash():
+    assert fp() == fp()
+    assert fp(types=("Disease", "Chemical")) != fp()
+    assert fp(name="transformers") != fp(name="vllm")
+    assert fp(dtype="bfloat16") != fp(dtype="float32")
+
+
+def test_models_are_identified_by_content_not_place(tmp_path):
+    a, b, c = (tmp_path / n / "final" for n in ("runA", "runB", "runC"))
+    for d, weights in ((a, b"\x01" * 4096), (b, b"\x02" * 4096), (c, b"\x01" * 4096)):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text('{"hidden_size": 64}')
+        (d / "model.safetensors").write_bytes(weights)
+    assert fp(model=str(a)) != fp(model=str(b))  # same names and sizes, other weights
+    assert fp(model=str(a)) == fp(model=str(c))  # same content elsewhere
