@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from bulkner.corpora import GoldDocument
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
 from bulkner.pipeline import Tagger, TagStats, segment
+from bulkner.schema import Reject, Sentence
 from bulkner.scoring import Mention, score
 from bulkner.types import EntityType
 
@@ -25,25 +26,26 @@ def gold_mentions(gold: Sequence[GoldDocument], names: Sequence[str]) -> set[Men
 
 
 def predict(
-    gold: Sequence[GoldDocument], tagger: Tagger, max_sentence_chars: int, progress: bool = False
+    sentences: Sequence[Sentence], rejects: Sequence[Reject], tagger: Tagger, progress: bool = False
 ) -> tuple[set[Mention], dict]:
-    """Run segmentation and tagging over the gold documents; predicted mentions and run counts."""
-    sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
+    """Tag the sentences of the gold documents; predicted mentions and run counts (with the
+    segmentation ``rejects``)."""
     stats = TagStats()
     with tqdm(total=len(sentences), desc="eval", unit="sent", disable=not progress) as bar:
         entities, tag_rejects = tagger.tag(sentences, stats, bar)
     found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     counts = {
         "sentences": len(sentences),
-        "rejects": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects + tag_rejects).items())),
+        "rejects": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in [*rejects, *tag_rejects]).items())),
     } | {k: v for k, v in stats.as_dict().items() if k != "entities_by_type"}
     return found, counts
 
 
-def oracle_tagger(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int) -> tuple[Tagger, dict]:
+def oracle_tagger(
+    gold: Sequence[GoldDocument], sentences: Sequence[Sentence], types: Sequence[EntityType]
+) -> tuple[Tagger, dict]:
     """A tagger answering with gold-tagged sentences, and the counts of gold mentions no answer can
     carry: cut by a sentence boundary, or crossing a longer mention of the same type."""
-    sentences, _ = segment([g.document for g in gold], max_sentence_chars)
     targets, cut, crossing = oracle_targets(sentences, gold, [t.name for t in types])
     unreachable = {"cut_by_sentence_boundaries": len(cut), "crossing_same_type": len(crossing)}
     return Tagger(OracleEngine(targets), OraclePrompts(types), 4096), unreachable
@@ -60,11 +62,12 @@ def evaluate(
     None, with gold-tagged generations (``"oracle": true``)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
+    sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
     unreachable: dict = {}
     oracle = tagger is None
     if oracle:
-        tagger, unreachable = oracle_tagger(gold, types, max_sentence_chars)
-    found, counts = predict(gold, tagger, max_sentence_chars, progress)
+        tagger, unreachable = oracle_tagger(gold, sentences, types)
+    found, counts = predict(sentences, rejects, tagger, progress)
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)
     result["pipeline"] = counts | unreachable
@@ -84,7 +87,7 @@ def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_
     cut = pipeline["cut_by_sentence_boundaries"] + pipeline["crossing_same_type"]
     return {
         "documents": result["documents"],
-        "sentences": result["pipeline"]["sentences"],
+        "sentences": pipeline["sentences"],
         "gold_mentions": expected,
         "recovered": hits,
         "recall": hits / expected if expected else 1.0,
@@ -92,5 +95,5 @@ def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_
         "crossing_same_type": pipeline["crossing_same_type"],
         "missed_other": expected - hits - cut,
         "spurious": micro["fp"],
-        "rejects": result["pipeline"]["rejects"],
+        "rejects": pipeline["rejects"],
     }

@@ -15,8 +15,6 @@ from bulkner import prompt, segment, tagging
 from bulkner.config import RunConfig
 from bulkner.types import EntityType
 
-
-
 _SAMPLE = 1 << 20
 
 

@@ -31,10 +31,10 @@ class RunSummary:
     def total(self, key: str) -> int:
         return sum(r.stats.get(key, 0) or 0 for r in self.reports if r.status == "done")
 
-    def merged(self, key: str) -> Counter:
+    def merged(self, key: str, statuses: tuple[str, ...] = ("done",)) -> Counter:
         merged: Counter = Counter()
         for r in self.reports:
-            if r.status == "done":
+            if r.status in statuses:
                 merged.update(r.stats.get(key, {}))
         return merged
 
@@ -42,10 +42,7 @@ class RunSummary:
     def input_rejects(self) -> int:
         """Rejected input records (documents, sentences) in the output, skipped shards included, so
         a rerun exits as the first run did; span-level parse rejects are excluded."""
-        merged: Counter = Counter()
-        for r in self.reports:
-            if r.status in ("done", "skipped"):
-                merged.update(r.stats.get("rejects_by_reason", {}))
+        merged = self.merged("rejects_by_reason", ("done", "skipped"))
         return sum(n for k, n in merged.items() if k.split("/")[0] in INPUT_REJECT_STAGES)
 
     def as_dict(self) -> dict:
