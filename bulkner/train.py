@@ -1,8 +1,10 @@
 """Supervised fine-tuning of a causal LM on LLMNER targets: full weights or a LoRA adapter.
 
-A plain PyTorch loop: AdamW, linear warmup then linear decay, length-grouped padded batches,
-gradient accumulation (loss averaged over the answer tokens of the whole accumulated step),
-gradient clipping, bf16 autocast on CUDA over fp32 weights. The batch plan of every epoch is a
+A plain PyTorch loop: AdamW, linear warmup then linear decay, length-grouped padded batches
+bounded by a token budget, each batch sharing one instruction prefix that is computed once
+(``train_step.prefix_loss_sum``), the output head only at answer positions, gradient
+accumulation (loss averaged over the answer tokens of the whole accumulated step), gradient
+clipping, bf16 autocast over fp32 weights on CUDA and on CPUs with native bf16. The batch plan of every epoch is a
 pure function of ``(seed, epoch)``, so a run resumed from ``checkpoint-<step>`` (weights,
 optimizer, scheduler and RNG states) sees exactly the batches an uninterrupted run would.
 
@@ -10,6 +12,7 @@ Output directory::
 
     train_log.jsonl          one JSON line per optimizer step (and per evaluation)
     checkpoint-<step>/       model or adapter + trainer_state.pt (the last ``keep_checkpoints``)
+    epoch-<n>/               model or adapter after epoch n (all but the last; for a learning curve)
     final/                   LoRA adapter (peft, vLLM) or full model + tokenizer; training.json
 
 Use::
@@ -27,12 +30,15 @@ import os
 import platform
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bulkner.models import resolve_model
-from bulkner.train_data import IGNORE, Example, TrainSource, batch_plan, build_examples, collate, split_eval
+from bulkner.hardware import cpu_has_bf16, cpu_model
+from bulkner.train_data import Example, TrainSource, batch_plan, build_examples, split_eval
+from bulkner.train_step import prefix_loss_sum
 
 logger = logging.getLogger(__name__)
 _INSTALL = "training needs torch, peft and accelerate: pip install 'bulkner[train]'"
@@ -64,8 +70,11 @@ class TrainConfig:
     """Passes over the training examples."""
     lr: float = 2e-4
     """Peak learning rate after warmup (LoRA; a full fine-tune wants ~1e-4 or less)."""
-    batch_size: int = 8
-    """Examples per forward pass."""
+    batch_size: int = 64
+    """Most examples per forward pass."""
+    max_batch_tokens: int = 4096
+    """Most padded suffix tokens (rows x longest sentence + answer) per forward pass: bounds memory
+    (32 of the longest BC5CDR examples ran a 24 GiB machine out of memory)."""
     grad_accum: int = 1
     """Forward passes per optimizer step."""
     max_length: int = 1024
@@ -85,7 +94,8 @@ class TrainConfig:
     eval_fraction: float | None = None
     """Fraction of examples held out for an eval loss after each epoch; None = no eval."""
     bf16: bool = True
-    """bf16 autocast on CUDA (weights stay fp32); ignored on CPU."""
+    """bf16 autocast (weights stay fp32) on CUDA and on CPUs with native bf16 (``avx512_bf16``,
+    ``amx_bf16``); fp32 on other CPUs, where bf16 is slower."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``."""
     limit: int | None = None
@@ -102,6 +112,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1 and self.grad_accum >= 1, f"batch_size and grad_accum must be >= 1, got {self.batch_size}, {self.grad_accum}"),
+            (self.max_batch_tokens >= 64, f"max_batch_tokens must be >= 64, got {self.max_batch_tokens}"),
             (self.max_length >= 64, f"max_length must be >= 64, got {self.max_length}"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0"),
@@ -159,8 +170,10 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> d
         "seconds": round(time.perf_counter() - started, 2),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "hardware": {"device": str(device), "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
+                     "processor": cpu_model(), "bf16_autocast": loop.autocast,
                      "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-    }
+        "command": " ".join(sys.argv),
+    } | training_curve(out / "train_log.jsonl")
     final = out / "final"
     loop.model.save_pretrained(final, safe_serialization=True)  # a peft model saves its adapter only
     if not config.lora:
@@ -168,6 +181,24 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> d
     (final / "training.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
     logger.info("trained %d steps in %.0f s, final loss %s: %s", loop.step, stats["seconds"], loop.last_loss, final)
     return stats
+
+
+def training_curve(log_path: Path, points: int = 50) -> dict:
+    """From ``train_log.jsonl``: the loss curve (mean loss over about ``points`` equal spans of
+    steps), the mean loss of each epoch, and the seconds spent in optimizer steps (resumed runs
+    included)."""
+    entries = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [e for e in entries if "loss" in e]
+    if not steps:
+        return {"loss_curve": [], "epoch_loss": [], "train_seconds": 0.0}
+    span = max(1, -(-len(steps) // points))
+    curve = [{"step": chunk[-1]["step"], "loss": round(sum(e["loss"] for e in chunk) / len(chunk), 4)}
+             for chunk in (steps[i : i + span] for i in range(0, len(steps), span))]
+    epochs: dict[int, list[float]] = {}
+    for e in steps:
+        epochs.setdefault(e["epoch"], []).append(e["loss"])
+    return {"loss_curve": curve, "epoch_loss": [round(sum(v) / len(v), 4) for _, v in sorted(epochs.items())],
+            "train_seconds": round(sum(e["seconds"] for e in steps), 1)}
 
 
 def load_model(config: TrainConfig, model_dir: str, checkpoint: Path | None):
@@ -197,6 +228,15 @@ def linear_projections(model) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head})
 
 
+def plan_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
+    """The epoch's batches of ``examples`` indices: one prompt prefix each, within ``batch_size``
+    rows and ``max_batch_tokens`` padded suffix tokens (``train_data.batch_plan``)."""
+    prefixes: dict[tuple[int, ...], int] = {}
+    groups = [prefixes.setdefault(e.prefix, len(prefixes)) for e in examples]
+    lengths = [e.suffix_length for e in examples]
+    return batch_plan(lengths, config.batch_size, config.seed, epoch, groups, config.max_batch_tokens)
+
+
 class Loop:
     """The optimizer loop over length-grouped batches, with checkpoints that resume exactly."""
 
@@ -206,9 +246,8 @@ class Loop:
 
         self.config, self.model, self.train_set, self.eval_set = config, model, train_set, eval_set
         self.pad_id, self.device = pad_id, device
-        self.autocast = device.type == "cuda" and config.bf16
-        self.lengths = [len(e.input_ids) for e in train_set]
-        self.steps_per_epoch = -(-len(batch_plan(self.lengths, config.batch_size, config.seed, 0)) // config.grad_accum)
+        self.autocast = config.bf16 and (device.type == "cuda" or cpu_has_bf16())
+        self.steps_per_epoch = -(-len(plan_batches(train_set, config, 0)) // config.grad_accum)
         self.total_steps = self.steps_per_epoch * config.epochs
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([  # no weight decay on biases and norms
@@ -217,8 +256,8 @@ class Loop:
         warmup = round(config.warmup_ratio * self.total_steps)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.step, self.last_loss = 0, None
-        self.plan = {"examples": len(train_set), "batch_size": config.batch_size, "grad_accum": config.grad_accum,
-                     "epochs": config.epochs, "seed": config.seed, "lora": config.lora}
+        self.plan = {"examples": len(train_set), "batch_size": config.batch_size, "max_batch_tokens": config.max_batch_tokens,
+                     "grad_accum": config.grad_accum, "epochs": config.epochs, "seed": config.seed, "lora": config.lora}
 
     def run(self, out: Path, progress: bool) -> None:
         """Train from ``self.step`` to the end, logging each step to ``out/train_log.jsonl``."""
@@ -230,7 +269,7 @@ class Loop:
         self.model.train()
         with log_path.open("a", encoding="utf-8") as log:
             for epoch in range(self.step // self.steps_per_epoch, self.config.epochs):
-                plan = batch_plan(self.lengths, self.config.batch_size, self.config.seed, epoch)
+                plan = plan_batches(self.train_set, self.config, epoch)
                 groups = [plan[i : i + self.config.grad_accum] for i in range(0, len(plan), self.config.grad_accum)]
                 for group in groups[self.step - epoch * self.steps_per_epoch :]:
                     entry = self.optimizer_step([[self.train_set[i] for i in batch] for batch in group])
@@ -242,6 +281,8 @@ class Loop:
                         self.save(out)
                 if self.eval_set:
                     log.write(json.dumps({"step": self.step, "epoch": epoch, "eval_loss": self.evaluate()}) + "\n")
+                if epoch + 1 < self.config.epochs:  # weights only, for a learning curve (final/ holds the last epoch)
+                    self.model.save_pretrained(out / f"epoch-{epoch + 1}", safe_serialization=True)
         bar.close()
 
     def optimizer_step(self, batches: list[list[Example]]) -> dict:
@@ -264,17 +305,8 @@ class Loop:
                 "tokens": tokens, "seconds": round(time.perf_counter() - started, 4)}
 
     def loss_sum(self, examples: list[Example]):
-        """Summed cross-entropy over the answer tokens of one padded batch, and their count."""
-        import torch
-        import torch.nn.functional as F
-
-        ids, mask, labels = (torch.tensor(x, device=self.device) for x in collate(examples, self.pad_id))
-        keep = ids.shape[1] - min(e.prompt_length for e in examples) + 1  # logits of answer positions only
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-        targets = labels[:, ids.shape[1] - keep + 1 :]
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-        return loss, int((targets != IGNORE).sum())
+        """Summed cross-entropy over the answer tokens of one batch (one shared prefix), and their count."""
+        return prefix_loss_sum(self.model, examples, self.pad_id, self.device, self.autocast)
 
     def evaluate(self) -> float:
         """Mean answer-token loss over the held-out examples (no gradients, dropout off)."""
@@ -283,8 +315,8 @@ class Loop:
         self.model.eval()
         total, tokens = 0.0, 0
         with torch.no_grad():
-            for start in range(0, len(self.eval_set), self.config.batch_size):
-                loss, count = self.loss_sum(self.eval_set[start : start + self.config.batch_size])
+            for batch in plan_batches(self.eval_set, self.config, epoch=0):
+                loss, count = self.loss_sum([self.eval_set[i] for i in batch])
                 total, tokens = total + loss.item(), tokens + count
         self.model.train()
         return total / max(tokens, 1)
@@ -341,3 +373,4 @@ def _trim_log(path: Path, step: int) -> None:
     if path.exists():
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step), encoding="utf-8")
+

@@ -83,6 +83,19 @@ class Example:
     prompt_length: int
     target: str
     """The rendered gold answer (without the end token)."""
+    prefix_length: int = 0
+    """Leading tokens shared by every example with the same type list (the instruction); the
+    training step computes them once per batch."""
+
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        """The shared instruction tokens (batches never mix two prefixes)."""
+        return self.input_ids[: self.prefix_length]
+
+    @property
+    def suffix_length(self) -> int:
+        """Tokens after the shared prefix: sentence, template tail and answer."""
+        return len(self.input_ids) - self.prefix_length
 
     @property
     def labels(self) -> list[int]:
@@ -150,7 +163,7 @@ def source_examples(
             too_long += 1
             continue
         ids = prompt.token_ids + tuple(answer)
-        examples.append(Example(f"{index}:{sentence.key}", ids, len(prompt.token_ids), target))
+        examples.append(Example(f"{index}:{sentence.key}", ids, len(prompt.token_ids), target, len(builder.prefix_ids)))
     report = {
         "format": source.fmt,
         "path": str(source.path),
@@ -200,11 +213,17 @@ def split_eval(examples: Sequence[Example], fraction: float | None, seed: int) -
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
-def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def batch_plan(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+    groups: Sequence[object] | None = None, max_tokens: int | None = None,
+) -> list[list[int]]:
     """Length-grouped batches of example indices for one epoch: a pure function of its arguments.
 
-    Indices are shuffled, cut into windows of ``64 * batch_size``, sorted by length inside each
-    window (little padding) and batched; the batch order is shuffled again.
+    Indices are shuffled and cut into windows of ``64 * batch_size``; inside a window, examples
+    are split by ``groups`` (a batch never mixes two groups: the training step shares one prompt
+    prefix per batch), sorted by length and packed into batches of at most ``batch_size`` rows
+    and at most ``max_tokens`` padded tokens (rows times the longest length; a single longer
+    example is a batch of its own). The batch order is shuffled again.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
@@ -212,8 +231,18 @@ def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -
     window = 64 * batch_size
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        by_group: dict[object, list[int]] = defaultdict(list)
+        for i in order[start : start + window]:
+            by_group[groups[i] if groups is not None else None].append(i)
+        for members in by_group.values():
+            batch: list[int] = []
+            for i in sorted(members, key=lambda i: -lengths[i]):  # longest first: row 0 sets the width
+                if batch and (len(batch) == batch_size or (max_tokens and (len(batch) + 1) * lengths[batch[0]] > max_tokens)):
+                    batches.append(batch)
+                    batch = []
+                batch.append(i)
+            if batch:
+                batches.append(batch)
     rng.shuffle(batches)
     return batches
 

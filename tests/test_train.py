@@ -210,3 +210,60 @@ def test_resume_from_a_checkpoint_gives_the_same_run(lora_run, tiny_model_dir, t
     assert resumed["resumed_from"].endswith("checkpoint-3") and resumed["steps"] == 10
     assert resumed["final_loss"] == pytest.approx(stats["final_loss"], rel=1e-5)
     assert losses(tmp_path) == pytest.approx(losses(out)[3:], rel=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prefix_step_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, lora):
+    """The instruction computed once per batch and broadcast: same loss, same gradients (fp32)."""
+    needs(BC5CDR_DEV)
+    from transformers import AutoModelForCausalLM
+
+    from bulkner.train import TrainConfig, load_model
+    from bulkner.train_step import plain_loss_sum, prefix_loss_sum
+
+    examples = build_examples([TrainSource("pubtator", str(BC5CDR_DEV), documents=2)], tokenizer, 512)[0][:5]
+    assert len({e.prefix for e in examples}) == 1 and len({e.suffix_length for e in examples}) > 1  # padding is exercised
+    config = TrainConfig(model=str(tiny_model_dir), out="unused", sources=("pubtator:x",), lora=lora, lora_dropout=0.0)
+    torch.manual_seed(0)
+    model = load_model(config, str(tiny_model_dir), None) if lora else AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if lora:  # LoRA's B starts at zero: move it so the adapter's gradients are not trivially equal
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.05)
+    results = []
+    for step in (plain_loss_sum, prefix_loss_sum):
+        model.zero_grad(set_to_none=True)
+        loss, count = step(model, examples, tokenizer.pad_token_id, torch.device("cpu"), autocast=False)
+        loss.backward()
+        results.append((loss.item(), count, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (plain, plain_count, plain_grads), (shared, shared_count, shared_grads) = results
+    assert shared_count == plain_count == sum(len(e.input_ids) - e.prompt_length for e in examples)
+    assert shared == pytest.approx(plain, rel=1e-5)
+    assert plain_grads.keys() == shared_grads.keys() and len(plain_grads) > 4
+    for name, grad in plain_grads.items():
+        scale = grad.abs().max().clamp_min(1e-12)
+        assert (shared_grads[name] - grad).abs().max() / scale < 1e-4, name
+
+
+def test_shared_prefix_step_refuses_mixed_prefixes(tiny_model_dir, tokenizer, tmp_path):
+    needs(BC5CDR_DEV)
+    from transformers import AutoModelForCausalLM
+
+    from bulkner.train_step import prefix_loss_sum
+
+    sources = [TrainSource("pubtator", str(BC5CDR_DEV), ("Chemical",), documents=1), TrainSource("pubtator", str(BC5CDR_DEV), ("Disease",), documents=1)]
+    examples = build_examples(sources, tokenizer, 512)[0]
+    mixed = [examples[0], examples[-1]]
+    assert mixed[0].prefix != mixed[1].prefix
+    with pytest.raises(ValueError, match="one common"):
+        prefix_loss_sum(AutoModelForCausalLM.from_pretrained(tiny_model_dir), mixed, 0, torch.device("cpu"), autocast=False)
+
+
+def test_batch_plan_keeps_prefix_groups_apart_and_bounds_padded_tokens():
+    lengths = [5, 80, 12, 40, 7, 33, 90, 21, 64, 3, 50, 50]
+    groups = [i % 2 for i in range(len(lengths))]
+    plan = batch_plan(lengths, 8, seed=0, epoch=0, groups=groups, max_tokens=100)
+    assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+    for batch in plan:
+        assert len({groups[i] for i in batch}) == 1
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 100

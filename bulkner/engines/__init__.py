@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
+from bulkner.hardware import cpu_has_avx2
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,3 @@ def _vllm_available() -> tuple[bool, str]:
     if not cpu_has_avx2():
         return False, "no CUDA GPU and this CPU lacks AVX2, which the vLLM CPU build needs"
     return True, ""
-
-
-def cpu_has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when ``/proc/cpuinfo`` lists the avx2 flag (False where it cannot be read)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(line.startswith("flags") and "avx2" in line.split() for line in text.splitlines())

@@ -1,0 +1,47 @@
+"""What the machine's CPU can do, read once from ``/proc/cpuinfo``: AVX2 decides whether vLLM's
+CPU build runs, native bf16 decides training autocast and vLLM's dtype on CPU."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""CPU flags under which bf16 matmuls run natively (measured here: training 2.2x, vLLM 1.3-2x over fp32)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's ``key: value`` lines (empty where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``)."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
+def cpu_has_avx2() -> bool:
+    """True when the CPU has AVX2, which vLLM's CPU build needs."""
+    return "avx2" in cpu_flags()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively; elsewhere bf16 is emulated and slower than fp32."""
+    return any(flag in cpu_flags() for flag in BF16_FLAGS)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, or the platform's word for it."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
