@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from bulkner.train_data import IGNORE, Example
+from bulkner.train_data import IGNORE, Example, collate
 
 
 def decoder_and_head(model):
@@ -41,14 +41,7 @@ def plain_loss_sum(model, examples: Sequence[Example], pad_id: int, device, auto
     """The reference step: every row runs its whole sequence (right-padded)."""
     import torch
 
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    for row, e in enumerate(examples):
-        ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[row, : len(e.input_ids)] = 1
-        labels[row, : len(e.input_ids)] = torch.tensor(e.labels)
+    ids, mask, labels = (torch.tensor(x) for x in collate(examples, pad_id))
     decoder, head = decoder_and_head(model)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
