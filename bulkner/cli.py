@@ -7,22 +7,33 @@ bad input (missing file, unknown type, an output directory of another configurat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, EngineConfig, RunConfig
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, EngineConfig, RunConfig, model_and_adapter
 from bulkner.types import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
 log = logging.getLogger("bulkner")
 
 EXIT_REJECTS = 3
+QUIET_ENV = {
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10's own warnings (vLLM CPU's NUMA binding note), read when torch loads
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "RAY_DEDUP_LOGS": "1",
+}
+"""Environment that keeps libraries' own log lines off the console without ``--verbose``."""
 
 
 def sample_input() -> str:
@@ -36,10 +47,23 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
-    """Our loggers at INFO with --verbose, else WARNING; vLLM's own INFO lines only with --verbose."""
-    if not verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    """Our loggers at INFO with --verbose, else WARNING. Without --verbose the console is for the
+    user: no Python warnings, no transformers/vLLM/torch log lines or library progress bars (their
+    errors still show); with --verbose everything appears."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    os.environ["PYTHONWARNINGS"] = "ignore"  # worker processes (Ray, vLLM) inherit it
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in ("transformers", "vllm", "torch", "ray", "peft", "accelerate", "filelock", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def choose_engine(name: str) -> str:
@@ -104,6 +128,10 @@ def execute(
         raise typer.Exit(EXIT_REJECTS)
 
 
+MODEL_HELP = (f"Model alias ({DEFAULT_MODEL}), local checkpoint directory or hub id. Default: the shipped tagger "
+              f"({DEFAULT_MODEL} with bulkner's trained adapter); give {DEFAULT_MODEL} alone for the untuned base.")
+ADAPTER_HELP = f"Local LoRA adapter directory applied to --model (default {DEFAULT_MODEL}); merged into a cached copy on CPU."
+DTYPE_HELP = "auto (bfloat16 on GPUs and on CPUs with native bf16, float32 elsewhere), float32, bfloat16, float16."
 SELECTOR_HELP = "Directory of a trained entity selector; it scores parsed spans and drops those under its threshold."
 THRESHOLD_HELP = "Selector threshold in [0, 1] (default: the one calibrated with the selector)."
 INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, globs or object-store URLs."
@@ -113,12 +141,12 @@ INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, glob
 def run(
     inputs: List[str] = typer.Argument(None, help=INPUTS_HELP + " Default: the embedded sample."),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL (created; reruns skip finished shards)."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, local checkpoint directory or hub id."),
-    adapter: Optional[str] = typer.Option(None, help="Local LoRA adapter directory applied to --model."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    adapter: Optional[str] = typer.Option(None, help=ADAPTER_HELP),
     types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     engine: str = typer.Option("auto", help="auto, vllm or transformers (auto: vLLM where it runs)."),
-    dtype: str = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
@@ -137,6 +165,7 @@ def run(
         inputs = [sample_input()]
         typer.echo(f"no input given: using the embedded sample {inputs[0]}", err=True)
     try:
+        model, adapter = model_and_adapter(model, adapter)
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
             max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
@@ -171,12 +200,12 @@ def split(
 def eval_(
     gold: Path = typer.Option(..., "--gold", help="Gold corpus file or folder."),
     fmt: str = typer.Option(..., "--format", help="pubtator, bc2gm, brat, genia-xml, genia-json, cmeee or conll."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, local checkpoint directory or hub id."),
-    adapter: Optional[str] = typer.Option(None, help="Local LoRA adapter directory applied to --model."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    adapter: Optional[str] = typer.Option(None, help=ADAPTER_HELP),
     types: Optional[str] = typer.Option(None, help="Comma-separated types to evaluate (default: the corpus's)."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     engine: str = typer.Option("auto", help="auto, vllm or transformers."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
@@ -203,6 +232,7 @@ def eval_(
         entity_types = resolve_types(names, types_file)
         tagger = None
         if not oracle:
+            model, adapter = model_and_adapter(model, adapter)
             config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
             tagger = build_tagger(entity_types, config, batch_sentences, selector, selector_threshold)
     except (ValueError, FileNotFoundError) as err:
@@ -235,9 +265,12 @@ def train_cmd(
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
+    lora_alpha: int = typer.Option(32, help="LoRA scaling numerator (scale = alpha / rank)."),
     epochs: int = typer.Option(3, help="Passes over the training examples."),
     lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup, then linear decay)."),
-    batch_size: int = typer.Option(8, help="Examples per step (before gradient accumulation)."),
+    batch_size: int = typer.Option(64, help="Most examples per forward pass (before gradient accumulation)."),
+    max_batch_tokens: int = typer.Option(4096, help="Most padded sentence + answer tokens per forward pass (bounds memory)."),
+    bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
     grad_accum: int = typer.Option(1, help="Steps of gradient accumulation per optimizer step."),
     max_length: int = typer.Option(1024, help="Longest prompt + answer in tokens; longer examples are skipped and counted."),
     save_every: int = typer.Option(200, help="Write a resumable checkpoint every N optimizer steps (0: none; final/ is always written)."),
@@ -254,7 +287,8 @@ def train_cmd(
     try:
         config = TrainConfig(
             model=model, out=str(out), sources=tuple(source), types_file=str(types_file) if types_file else None,
-            lora=not full, lora_r=lora_r, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs, lr=lr, batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens, bf16=bf16, grad_accum=grad_accum,
             max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
         )
         result = train(config, progress=True, resume=resume)

@@ -201,3 +201,30 @@ def test_eval_oracle_on_a_type_subset(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["types"] == ["Chemical"] and report["strict"]["micro"]["recall"] == 1.0
     assert report["pipeline"]["crossing_same_type"] == 0
+
+
+@requires_vllm
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_readme_first_command_tags_the_sample_quietly(tmp_path):
+    """The README's first command: the shipped default tagger (merged into a cached copy, vLLM on
+    CPU) finds Chemical and Disease mentions, under 5% of sentences give unparsable answers, and
+    the console shows only bulkner's own lines and progress bars."""
+    import os
+    import subprocess
+    import sys
+
+    bulkner = Path(sys.executable).with_name("bulkner")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "VLLM_LOGGING_LEVEL")}
+    done = subprocess.run([str(bulkner), "run", "--out", str(tmp_path / "out"), "--summary-json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["entities_by_type"].get("Chemical", 0) > 0 and summary["entities_by_type"].get("Disease", 0) > 0
+    parse_rejects = sum(n for reason, n in summary["rejects_by_reason"].items() if reason.startswith("parse/"))
+    assert parse_rejects < 0.05 * summary["sentences"], summary["rejects_by_reason"]
+    assert "entities:" in done.stdout and "Chemical" in done.stdout
+    lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    foreign = [line for line in lines if not (line.startswith("no input given") or "it/s]" in line or "/s]" in line
+                                             or line.startswith(("shards:", "sample-pubmed:")) or set(line.strip()) <= {"\x1b", "[", "A", " "})]
+    assert not foreign, foreign
