@@ -26,6 +26,7 @@ log = logging.getLogger("bulkner")
 
 EXIT_REJECTS = 3
 QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore",
     "VLLM_LOGGING_LEVEL": "ERROR",
     "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10's own warnings (vLLM CPU's NUMA binding note), read when torch loads
     "TRANSFORMERS_VERBOSITY": "error",
@@ -54,8 +55,7 @@ def setup_logging(verbose: bool) -> None:
     if verbose:
         return
     warnings.filterwarnings("ignore")
-    os.environ["PYTHONWARNINGS"] = "ignore"  # worker processes (Ray, vLLM) inherit it
-    for key, value in QUIET_ENV.items():
+    for key, value in QUIET_ENV.items():  # worker processes (Ray, vLLM) inherit them
         os.environ.setdefault(key, value)
     for name in ("transformers", "vllm", "torch", "ray", "peft", "accelerate", "filelock", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)

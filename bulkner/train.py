@@ -23,7 +23,9 @@ Use::
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -38,7 +40,7 @@ from pathlib import Path
 from bulkner.models import resolve_model
 from bulkner.hardware import cpu_has_bf16, cpu_model
 from bulkner.train_data import Example, TrainSource, batch_plan, build_examples, split_eval
-from bulkner.train_step import prefix_loss_sum
+from bulkner.train_step import plain_loss_sum, prefix_loss_sum
 
 logger = logging.getLogger(__name__)
 _INSTALL = "training needs torch, peft and accelerate: pip install 'bulkner[train]'"
@@ -247,8 +249,10 @@ class Loop:
         self.config, self.model, self.train_set, self.eval_set = config, model, train_set, eval_set
         self.pad_id, self.device = pad_id, device
         self.autocast = config.bf16 and (device.type == "cuda" or cpu_has_bf16())
-        self.steps_per_epoch = -(-len(plan_batches(train_set, config, 0)) // config.grad_accum)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        # batch counts differ between epochs (prefix groups and token budgets pack differently)
+        self.epoch_starts = list(itertools.accumulate(
+            (-(-len(plan_batches(train_set, config, e)) // config.grad_accum) for e in range(config.epochs)), initial=0))
+        self.total_steps = self.epoch_starts[-1]
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([  # no weight decay on biases and norms
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
@@ -268,10 +272,10 @@ class Loop:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc="train", unit="step")
         self.model.train()
         with log_path.open("a", encoding="utf-8") as log:
-            for epoch in range(self.step // self.steps_per_epoch, self.config.epochs):
+            for epoch in range(bisect.bisect_right(self.epoch_starts, self.step) - 1, self.config.epochs):
                 plan = plan_batches(self.train_set, self.config, epoch)
                 groups = [plan[i : i + self.config.grad_accum] for i in range(0, len(plan), self.config.grad_accum)]
-                for group in groups[self.step - epoch * self.steps_per_epoch :]:
+                for group in groups[self.step - self.epoch_starts[epoch] :]:
                     entry = self.optimizer_step([[self.train_set[i] for i in batch] for batch in group])
                     log.write(json.dumps(entry | {"epoch": epoch}) + "\n")
                     bar.update(1)
@@ -306,7 +310,8 @@ class Loop:
 
     def loss_sum(self, examples: list[Example]):
         """Summed cross-entropy over the answer tokens of one batch (one shared prefix), and their count."""
-        return prefix_loss_sum(self.model, examples, self.pad_id, self.device, self.autocast)
+        step = prefix_loss_sum if examples[0].prefix_length else plain_loss_sum  # a template with no shared instruction
+        return step(self.model, examples, self.pad_id, self.device, self.autocast)
 
     def evaluate(self) -> float:
         """Mean answer-token loss over the held-out examples (no gradients, dropout off)."""

@@ -4,8 +4,9 @@ Every example of a batch starts with the same instruction (the prompt prefix of 
 168 of ~260 tokens of a BC5CDR example). ``prefix_loss_sum`` runs that prefix once, with
 gradients, broadcasts its keys and values to the batch rows and runs only the suffixes
 (sentence, template tail, answer) on top of them, with positions offset by the prefix length
-("Prefix Grouper", arXiv 2506.05433). The loss and the gradients equal ``plain_loss_sum``'s; the
-prefix costs one row instead of B. Both apply the output head only where there is a loss (the
+("Prefix Grouper", arXiv 2506.05433). The loss and the gradients equal ``plain_loss_sum``'s
+(exactly without dropout; with LoRA dropout the prefix rows share one dropout mask, which keeps
+the expected gradient); the prefix costs one row instead of B. Both apply the output head only where there is a loss (the
 answer tokens), never over the prompt's full-vocabulary logits.
 """
 
@@ -75,5 +76,6 @@ def prefix_loss_sum(model, examples: Sequence[Example], pad_id: int, device, aut
         cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
         cache.batch_repeat_interleave(rows)  # differentiable: gradients flow back into the one prefix row
         hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
-                         position_ids=positions.expand(rows, -1), cache_position=positions, use_cache=True).last_hidden_state
+                         position_ids=positions.expand(rows, -1), cache_position=positions,  # transformers 4.x reads it; 5.x the cache
+                         use_cache=True).last_hidden_state
         return answer_loss(hidden, labels.to(device), head)
