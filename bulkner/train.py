@@ -253,6 +253,7 @@ class Loop:
         self.epoch_starts = list(itertools.accumulate(
             (-(-len(plan_batches(train_set, config, e)) // config.grad_accum) for e in range(config.epochs)), initial=0))
         self.total_steps = self.epoch_starts[-1]
+        self.token_scale = sum(len(e.input_ids) - e.prompt_length for e in train_set) / max(1, self.epoch_starts[1])
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([  # no weight decay on biases and norms
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
@@ -261,7 +262,8 @@ class Loop:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.step, self.last_loss = 0, None
         self.plan = {"examples": len(train_set), "batch_size": config.batch_size, "max_batch_tokens": config.max_batch_tokens,
-                     "grad_accum": config.grad_accum, "epochs": config.epochs, "seed": config.seed, "lora": config.lora}
+                     "grad_accum": config.grad_accum, "epochs": config.epochs, "seed": config.seed, "lora": config.lora,
+                     "loss_scale": "epoch-mean-tokens"}
 
     def run(self, out: Path, progress: bool) -> None:
         """Train from ``self.step`` to the end, logging each step to ``out/train_log.jsonl``."""
@@ -290,7 +292,14 @@ class Loop:
         bar.close()
 
     def optimizer_step(self, batches: list[list[Example]]) -> dict:
-        """One accumulated step (loss = mean over all its answer tokens), clipped; the log entry."""
+        """One accumulated step, clipped; the log entry (``loss``: mean over its answer tokens).
+
+        The gradient is the summed loss over ``token_scale`` (the mean answer tokens per step),
+        not over this step's own tokens: every answer token weighs the same in every step.
+        Batches are length-sorted, so some hold only short ``None`` answers; a per-step mean
+        would weigh those tokens ~20x more and teach the model to answer ``None`` (measured:
+        every sentence ``None`` after 50 steps).
+        """
         import torch
 
         started = time.perf_counter()
@@ -298,7 +307,7 @@ class Loop:
         loss = 0.0
         for batch in batches:
             batch_sum, _ = self.loss_sum(batch)
-            (batch_sum / tokens).backward()
+            (batch_sum / self.token_scale).backward()
             loss += batch_sum.item() / tokens
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm or float("inf"))
         self.optimizer.step()

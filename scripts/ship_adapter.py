@@ -43,6 +43,8 @@ def main() -> None:
     if args.scores:
         record["scores"] = json.loads(args.scores.read_text(encoding="utf-8"))
     (tmp / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # package data is readable by all
     size = sum(p.stat().st_size for p in tmp.iterdir())
     if size > LIMIT:
         shutil.rmtree(tmp)
