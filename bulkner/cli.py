@@ -267,6 +267,7 @@ def train_cmd(
     lora_r: int = typer.Option(16, help="LoRA rank."),
     lora_alpha: int = typer.Option(32, help="LoRA scaling numerator (scale = alpha / rank)."),
     epochs: int = typer.Option(3, help="Passes over the training examples."),
+    max_steps: Optional[int] = typer.Option(None, help="End after N optimizer steps, learning rate decayed to 0 there; may change on --resume."),
     lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup, then linear decay)."),
     batch_size: int = typer.Option(64, help="Most examples per forward pass (before gradient accumulation)."),
     max_batch_tokens: int = typer.Option(4096, help="Most padded sentence + answer tokens per forward pass (bounds memory)."),
@@ -287,7 +288,7 @@ def train_cmd(
     try:
         config = TrainConfig(
             model=model, out=str(out), sources=tuple(source), types_file=str(types_file) if types_file else None,
-            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs, lr=lr, batch_size=batch_size,
+            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, bf16=bf16, grad_accum=grad_accum,
             max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
         )

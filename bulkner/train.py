@@ -70,6 +70,10 @@ class TrainConfig:
     """Module names that get adapters; ``all-linear`` = every linear projection but the output head."""
     epochs: int = 3
     """Passes over the training examples."""
+    max_steps: int | None = None
+    """End after this many optimizer steps, the learning rate decayed to 0 there (None: all epochs).
+    It may differ on ``--resume``: a run that turns out too slow is shortened from its checkpoint
+    and still ends cooled down."""
     lr: float = 2e-4
     """Peak learning rate after warmup (LoRA; a full fine-tune wants ~1e-4 or less)."""
     batch_size: int = 64
@@ -112,6 +116,7 @@ class TrainConfig:
             (self.lora_r >= 1 and self.lora_alpha >= 1, f"lora_r and lora_alpha must be >= 1, got {self.lora_r}, {self.lora_alpha}"),
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1 or None, got {self.max_steps}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1 and self.grad_accum >= 1, f"batch_size and grad_accum must be >= 1, got {self.batch_size}, {self.grad_accum}"),
             (self.max_batch_tokens >= 64, f"max_batch_tokens must be >= 64, got {self.max_batch_tokens}"),
@@ -252,7 +257,7 @@ class Loop:
         # batch counts differ between epochs (prefix groups and token budgets pack differently)
         self.epoch_starts = list(itertools.accumulate(
             (-(-len(plan_batches(train_set, config, e)) // config.grad_accum) for e in range(config.epochs)), initial=0))
-        self.total_steps = self.epoch_starts[-1]
+        self.total_steps = min(self.epoch_starts[-1], config.max_steps or self.epoch_starts[-1])
         self.token_scale = sum(len(e.input_ids) - e.prompt_length for e in train_set) / max(1, self.epoch_starts[1])
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([  # no weight decay on biases and norms
@@ -278,6 +283,8 @@ class Loop:
                 plan = plan_batches(self.train_set, self.config, epoch)
                 groups = [plan[i : i + self.config.grad_accum] for i in range(0, len(plan), self.config.grad_accum)]
                 for group in groups[self.step - self.epoch_starts[epoch] :]:
+                    if self.step >= self.total_steps:
+                        break
                     entry = self.optimizer_step([[self.train_set[i] for i in batch] for batch in group])
                     log.write(json.dumps(entry | {"epoch": epoch}) + "\n")
                     bar.update(1)
@@ -287,6 +294,8 @@ class Loop:
                         self.save(out)
                 if self.eval_set:
                     log.write(json.dumps({"step": self.step, "epoch": epoch, "eval_loss": self.evaluate()}) + "\n")
+                if self.step >= self.total_steps and self.step < self.epoch_starts[epoch + 1]:
+                    break  # max_steps ends the run inside this epoch
                 if epoch + 1 < self.config.epochs:  # weights only, for a learning curve (final/ holds the last epoch)
                     self.model.save_pretrained(out / f"epoch-{epoch + 1}", safe_serialization=True)
         bar.close()

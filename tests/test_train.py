@@ -267,3 +267,12 @@ def test_batch_plan_keeps_prefix_groups_apart_and_bounds_padded_tokens():
     for batch in plan:
         assert len({groups[i] for i in batch}) == 1
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 100
+
+
+def test_a_resumed_run_can_be_shortened_and_still_cools_down(lora_run, tiny_model_dir, tmp_path):
+    out, stats, settings = lora_run
+    shutil.copytree(out / "checkpoint-3", tmp_path / "checkpoint-3")
+    resumed = run(tiny_model_dir, tmp_path, resume=True, **settings, max_steps=6)
+    entries = [e for e in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines()) if "lr" in e]
+    assert resumed["steps"] == resumed["total_steps"] == 6 == entries[-1]["step"]
+    assert entries[-1]["lr"] == 0.0 and entries[0]["lr"] > 0
