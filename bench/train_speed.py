@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from bulkner.hardware import cpu_has_bf16
+    from bulkner.hardware import cpu_has_bf16, cpu_model
     from bulkner.models import resolve_model
     from bulkner.train import TrainConfig, load_model
     from bulkner.train_data import TrainSource, build_examples
@@ -83,7 +82,7 @@ def main() -> None:
         "prefix_tokens": examples[0].prefix_length, "plain_tokens_per_s": round(plain, 1),
         "tokens_per_s": round(shipped, 1), "speedup": round(shipped / plain, 2), "bf16_autocast": bf16,
         "last_loss_plain": round(plain_loss, 4), "last_loss_shipped": round(shipped_loss, 4),
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "cpu": cpu_model(),
     }))
 
 

@@ -32,7 +32,6 @@ QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "RAY_DEDUP_LOGS": "1",
 }
 """Environment that keeps libraries' own log lines off the console without ``--verbose``."""
 

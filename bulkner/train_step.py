@@ -6,12 +6,14 @@ gradients, broadcasts its keys and values to the batch rows and runs only the su
 (sentence, template tail, answer) on top of them, with positions offset by the prefix length
 ("Prefix Grouper", arXiv 2506.05433). The loss and the gradients equal ``plain_loss_sum``'s
 (exactly without dropout; with LoRA dropout the prefix rows share one dropout mask, which keeps
-the expected gradient); the prefix costs one row instead of B. Both apply the output head only where there is a loss (the
-answer tokens), never over the prompt's full-vocabulary logits.
+the expected gradient); the prefix costs one row instead of B. Both pad with
+``train_data.collate`` and apply the output head only where there is a loss (the answer tokens),
+never over the prompt's full-vocabulary logits.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from bulkner.train_data import IGNORE, Example, collate
@@ -61,15 +63,10 @@ def prefix_loss_sum(model, examples: Sequence[Example], pad_id: int, device, aut
     if not prefix or any(e.prefix != prefix for e in examples):
         raise ValueError("a shared-prefix batch needs examples with one common, non-empty prefix")
     start, rows = len(prefix), len(examples)
-    width = max(e.suffix_length for e in examples)
-    ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((rows, start + width), dtype=torch.long)
-    mask[:, :start] = 1
-    labels = torch.full((rows, width), IGNORE, dtype=torch.long)
-    for row, e in enumerate(examples):
-        ids[row, : e.suffix_length] = torch.tensor(e.input_ids[start:])
-        mask[row, start : start + e.suffix_length] = 1
-        labels[row, : e.suffix_length] = torch.tensor(e.labels[start:])
+    suffixes = [replace(e, input_ids=e.input_ids[start:], prompt_length=e.prompt_length - start, prefix_length=0) for e in examples]
+    ids, suffix_mask, labels = (torch.tensor(x) for x in collate(suffixes, pad_id))
+    width = ids.shape[1]
+    mask = torch.cat([torch.ones((rows, start), dtype=suffix_mask.dtype), suffix_mask], dim=1)
     decoder, head = decoder_and_head(model)
     positions = torch.arange(start, start + width, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

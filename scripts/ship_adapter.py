@@ -1,13 +1,12 @@
 """Ship a trained LoRA adapter as the package's default: fp16 weights, its training record.
 
-    .venv/bin/python scripts/ship_adapter.py runs/default/final [--scores scores.json]
+    .venv/bin/python scripts/ship_adapter.py runs/default/final
 
 Copies ``adapter_config.json`` and the weights (cast to fp16: half the size, and the merged
 model is the same to within fp16 rounding of the low-rank factors) into
-``bulkner/data/default-adapter/``, with ``training.json`` completed from the run's
-``train_log.jsonl`` (loss curve, epoch losses, seconds in optimizer steps) and, when given, the
-development-set scores (``--scores``: a JSON object, e.g. the learning curve). Refuses an adapter
-over 40 MB.
+``bulkner/data/default-adapter/``, with the run's ``training.json`` (which ``bulkner train``
+writes with the loss curve, epoch losses and seconds) marked with the shipped dtype. Refuses an
+adapter over 40 MB.
 """
 
 from __future__ import annotations
@@ -24,13 +23,10 @@ LIMIT = 40 * 2**20
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("final", type=Path, help="the run's final/ directory (a peft LoRA adapter)")
-    parser.add_argument("--scores", type=Path, help="JSON object of development-set scores to record")
     args = parser.parse_args()
 
     import torch
     from safetensors.torch import load_file, save_file
-
-    from bulkner.train import training_curve
 
     weights = load_file(args.final / "adapter_model.safetensors")
     tmp = TARGET.with_name(".default-adapter.tmp")
@@ -39,9 +35,7 @@ def main() -> None:
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
     shutil.copy(args.final / "adapter_config.json", tmp / "adapter_config.json")
     record = json.loads((args.final / "training.json").read_text(encoding="utf-8"))
-    record |= training_curve(args.final.parent / "train_log.jsonl") | {"shipped_dtype": "float16"}
-    if args.scores:
-        record["scores"] = json.loads(args.scores.read_text(encoding="utf-8"))
+    record["shipped_dtype"] = "float16"
     (tmp / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for path in tmp.iterdir():
         path.chmod(0o644)  # package data is readable by all
