@@ -265,6 +265,7 @@ def train_cmd(
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
     lora_alpha: int = typer.Option(32, help="LoRA scaling numerator (scale = alpha / rank)."),
+    init_adapter: Optional[Path] = typer.Option(None, help="Start from this LoRA adapter (a run's final/, or the shipped default) with a fresh schedule; its rank and alpha are kept."),
     epochs: int = typer.Option(3, help="Passes over the training examples."),
     max_steps: Optional[int] = typer.Option(None, help="End after N optimizer steps, learning rate decayed to 0 there; may change on --resume."),
     lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup, then linear decay)."),
@@ -287,7 +288,7 @@ def train_cmd(
     try:
         config = TrainConfig(
             model=model, out=str(out), sources=tuple(source), types_file=str(types_file) if types_file else None,
-            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, init_adapter=str(init_adapter) if init_adapter else None, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, bf16=bf16, grad_accum=grad_accum,
             max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
         )

@@ -68,6 +68,9 @@ class TrainConfig:
     """Dropout on the LoRA input."""
     lora_targets: str | tuple[str, ...] = "all-linear"
     """Module names that get adapters; ``all-linear`` = every linear projection but the output head."""
+    init_adapter: str | None = None
+    """Start from this LoRA adapter's weights (a run's ``final/``, or the shipped default) with a
+    fresh schedule: a longer run in stages. Its rank, alpha and targets replace ``lora_*``."""
     epochs: int = 3
     """Passes over the training examples."""
     max_steps: int | None = None
@@ -128,6 +131,7 @@ class TrainConfig:
             (self.eval_fraction is None or 0 < self.eval_fraction < 1, f"eval_fraction must be in (0, 1) or None, got {self.eval_fraction}"),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
             (self.limit is None or self.limit >= 1, f"limit must be >= 1 or None, got {self.limit}"),
+            (self.init_adapter is None or self.lora, "init_adapter continues a LoRA adapter: it cannot go with a full fine-tune"),
         ]
         for ok, message in checks:
             if not ok:
@@ -218,8 +222,15 @@ def load_model(config: TrainConfig, model_dir: str, checkpoint: Path | None):
         return model
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if checkpoint is not None:
-        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    start = checkpoint or config.init_adapter
+    if start is not None:
+        if not (Path(start) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {start}")
+        model = PeftModel.from_pretrained(model, start, is_trainable=True)
+        for p in model.parameters():  # a shipped fp16 adapter trains with fp32 master weights
+            if p.requires_grad:
+                p.data = p.data.float()
+        return model
     targets = linear_projections(model) if config.lora_targets == "all-linear" else list(config.lora_targets)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")

@@ -276,3 +276,25 @@ def test_a_resumed_run_can_be_shortened_and_still_cools_down(lora_run, tiny_mode
     entries = [e for e in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines()) if "lr" in e]
     assert resumed["steps"] == resumed["total_steps"] == 6 == entries[-1]["step"]
     assert entries[-1]["lr"] == 0.0 and entries[0]["lr"] > 0
+
+
+def test_a_run_can_start_from_an_adapter(lora_run, tiny_model_dir, tmp_path):
+    """--init-adapter: the adapter's weights (and rank, whatever lora_r says) as trainable fp32
+    parameters, then a run with a fresh schedule."""
+    from safetensors.torch import load_file
+
+    from bulkner.train import TrainConfig, load_model
+
+    out, _, settings = lora_run
+    saved = load_file(out / "final" / "adapter_model.safetensors")
+    config = TrainConfig(model=str(tiny_model_dir), out="unused", sources=("pubtator:x",), lora_r=4, init_adapter=str(out / "final"))
+    params = {n: p for n, p in load_model(config, str(tiny_model_dir), None).named_parameters() if p.requires_grad}
+    assert len(params) == len(saved) > 0
+    for name, p in params.items():
+        key = name.replace(".default", "")
+        assert p.dtype == torch.float32 and torch.equal(p.data, saved[key].float()), name
+    stage2 = run(tiny_model_dir, tmp_path, **(settings | dict(save_every=0, eval_fraction=None, epochs=1)), init_adapter=str(out / "final"))
+    assert stage2["steps"] == stage2["total_steps"] > 0 and stage2["config"]["init_adapter"] == str(out / "final")
+    assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 16
+    with pytest.raises(FileNotFoundError, match="adapter_config"):
+        run(tiny_model_dir, tmp_path / "again", lora=True, limit=2, init_adapter=str(tmp_path))
