@@ -35,6 +35,12 @@ class Document:
     """Namespaced identifier: ``pmid:12345``, ``pmc:PMC123``, ``text:<name>``."""
     version: int
     passages: tuple[Passage, ...]
+    pmid: str | None = None
+    """PubMed id (digits) where the source gives one."""
+    doi: str | None = None
+    """DOI where the source gives one."""
+    license: str | None = None
+    """The article's licence as the source states it (PMC ``<license>``: its URL or text)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ DOCUMENTS = pa.schema(
         pa.field("passage_category", pa.string()),
         pa.field("language", pa.string()),
         pa.field("text", pa.string(), nullable=False),
+        pa.field("pmid", pa.string()),
+        pa.field("doi", pa.string()),
+        pa.field("license", pa.string()),
     ]
 )
 

@@ -92,6 +92,9 @@ def documents_table(documents: Sequence[Document], source: str) -> pa.Table:
             "passage_category": p.category,
             "language": p.language,
             "text": p.text,
+            "pmid": d.pmid,
+            "doi": d.doi,
+            "license": d.license,
         }
         for d in documents
         for i, p in enumerate(d.passages)

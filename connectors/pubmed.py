@@ -112,7 +112,19 @@ def parse_record(record: etree._Element, position: int) -> Document | Reject:
         passages += _abstract_passages(other, "other_abstract", other.get("Language") or None)
     if not passages:
         return _reject("no_text", f"pmid:{pmid}", "no title and no abstract text")
-    return Document(doc_id=f"pmid:{pmid}", version=int(version_raw), passages=tuple(passages))
+    return Document(doc_id=f"pmid:{pmid}", version=int(version_raw), passages=tuple(passages), pmid=pmid, doi=_doi(record))
+
+
+def _doi(record: etree._Element) -> str | None:
+    """The record's own DOI: its ``ArticleIdList``, else the article's ``ELocationID``."""
+    paths = ("PubmedData/ArticleIdList/ArticleId[@IdType='doi']", "PubmedBookData/ArticleIdList/ArticleId[@IdType='doi']",
+             "MedlineCitation/Article/ELocationID[@EIdType='doi']", "Article/ELocationID[@EIdType='doi']")
+    for path in paths:  # not './/': a reference list holds other articles' DOIs
+        for el in record.iterfind(path):
+            text = (el.text or "").strip()
+            if text:
+                return text
+    return None
 
 
 def parse_deletion(deletion: etree._Element) -> Iterator[Tombstone | Reject]:

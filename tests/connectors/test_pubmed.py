@@ -129,11 +129,12 @@ def test_edge_cases_fixture(fixtures: Path) -> None:
             Passage("abstract", "Survival was 90%.", "RESULTS", "RESULTS"),
             Passage("other_abstract", "Étude in vivo.", language="fre"),
         ),
+        pmid="100",
     )
     assert docs[1] == Document(
-        "pmid:200", 1, (Passage("title", "GeneReviews"), Passage("abstract", "A book chapter abstract."))
+        "pmid:200", 1, (Passage("title", "GeneReviews"), Passage("abstract", "A book chapter abstract.")), pmid="200"
     )
-    assert docs[2] == Document("pmid:700", 1, (Passage("title", "No version attribute."),))
+    assert docs[2] == Document("pmid:700", 1, (Passage("title", "No version attribute."),), pmid="700")
     assert [(r.stage, r.reason, r.record) for r in rejects] == [
         ("read", "missing_pmid", "PubmedArticle#3"),
         ("read", "bad_pmid", "12a"),
@@ -152,7 +153,7 @@ def test_missing_pmid_built_in_test(tmp_path: Path) -> None:
     )
     items = list(read_pubmed(str(xml)))
     assert items[0] == Reject("read", "missing_pmid", "MedlineCitation#1", "record has no PMID")
-    assert items[1] == Document("pmid:7", 1, (Passage("title", "Kept"),))
+    assert items[1] == Document("pmid:7", 1, (Passage("title", "Kept"),), pmid="7")
 
 
 def test_plain_gzip_and_file_url_read_the_same(fixtures: Path, tmp_path: Path) -> None:
@@ -250,3 +251,11 @@ def test_unknown_root_and_missing_file_raise(tmp_path: Path) -> None:
         list(read_pubmed(str(empty_root)))
     with pytest.raises(FileNotFoundError, match="nope.xml"):
         list(read_pubmed(str(tmp_path / "nope.xml")))
+
+
+def test_the_record_s_own_doi_not_its_references(shared_data: Path) -> None:
+    path = shared_data / "pubmed" / "pubmed-29768149.xml"
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path}")
+    (doc,) = [d for d in read_pubmed(str(path)) if isinstance(d, Document)]
+    assert (doc.doc_id, doc.pmid, doc.doi) == ("pmid:29768149", "29768149", "10.1056/NEJMoa1715274")
