@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, EngineConfig, RunConfig, model_and_adapter
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RunConfig, model_and_adapter
 from bulkner.types import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
@@ -133,13 +133,20 @@ ADAPTER_HELP = f"Local LoRA adapter directory applied to --model (default {DEFAU
 DTYPE_HELP = "auto (bfloat16 on GPUs and on CPUs with native bf16, float32 elsewhere), float32, bfloat16, float16."
 SELECTOR_HELP = "Directory of a trained entity selector; it scores parsed spans and drops those under its threshold."
 THRESHOLD_HELP = "Selector threshold in [0, 1] (default: the one calibrated with the selector)."
-INPUTS_HELP = "Input shards: PubMed XML files (.xml, .xml.gz), directories, globs or object-store URLs."
+INPUTS_HELP = ("Input shards: PubMed XML, PMC articles (.nxml, .xml) and .tar.gz packages of them, .jsonl, .parquet or "
+               ".txt files (.gz or not); directories, globs or object-store URLs.")
+FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, and by root element for .xml)."
+ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
+TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
 
 
 @app.command()
 def run(
     inputs: List[str] = typer.Argument(None, help=INPUTS_HELP + " Default: the embedded sample."),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL (created; reruns skip finished shards)."),
+    input_format: str = typer.Option("auto", help=FORMAT_HELP),
+    id_field: str = typer.Option("id", help=ID_FIELD_HELP),
+    text_field: str = typer.Option("text", help=TEXT_FIELD_HELP),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     adapter: Optional[str] = typer.Option(None, help=ADAPTER_HELP),
     types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
@@ -172,7 +179,7 @@ def run(
         type_names = tuple(t.strip() for t in types.split(",") if t.strip())
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
-            engine=engine_config, batch_sentences=batch_sentences,
+            engine=engine_config, input=InputConfig(input_format, id_field, text_field), batch_sentences=batch_sentences,
             selector=selector, selector_threshold=selector_threshold,
         )
     except ValueError as err:
@@ -187,12 +194,19 @@ def run(
 def split(
     inputs: List[str] = typer.Argument(..., help=INPUTS_HELP),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL."),
+    input_format: str = typer.Option("auto", help=FORMAT_HELP),
+    id_field: str = typer.Option("id", help=ID_FIELD_HELP),
+    text_field: str = typer.Option("text", help=TEXT_FIELD_HELP),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Read and split sentences only (documents, sentences, tombstones, rejects tables; no model)."""
     setup_logging(verbose)
-    execute(inputs, RunConfig(out=out), False, summary_json)
+    try:
+        config = RunConfig(out=out, input=InputConfig(input_format, id_field, text_field))
+    except ValueError as err:
+        fail(str(err))
+    execute(inputs, config, False, summary_json)
 
 
 @app.command("eval")

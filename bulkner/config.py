@@ -67,6 +67,28 @@ class EngineConfig:
             raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
 
 
+INPUT_FORMATS = ("auto", "pubmed", "pmc", "jsonl", "parquet", "text")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How input files are read (``bulkner.reader``)."""
+
+    format: str = "auto"
+    """``auto`` (by file name, and by root element for ``.xml``), ``pubmed``, ``pmc`` (JATS
+    articles and ``.tar.gz`` packages of them), ``jsonl``, ``parquet`` or ``text``."""
+    id_field: str = "id"
+    """JSONL/Parquet: the field holding the document id."""
+    text_field: str = "text"
+    """JSONL/Parquet: the field holding the document text."""
+
+    def __post_init__(self) -> None:
+        if self.format not in INPUT_FORMATS:
+            raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
+        if not self.id_field or not self.text_field or self.id_field == self.text_field:
+            raise ValueError(f"id and text fields must be two different names, got {self.id_field!r}, {self.text_field!r}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One pipeline run over a set of shards into one output directory."""
@@ -78,6 +100,7 @@ class RunConfig:
     types_file: str | None = None
     """JSON/YAML-free file of user-defined types: one JSON object ``{name: definition}``."""
     engine: EngineConfig = field(default_factory=EngineConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     batch_sentences: int = 1024
     """Sentences handed to the engine per call; vLLM schedules inside a call."""
     max_sentence_chars: int = 2000

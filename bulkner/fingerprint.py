@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
     """The fingerprint of a run as a JSON-able dict with a ``hash`` key."""
     engine = config.engine
     parts = {
+        "input": asdict(config.input),
         "segmenter": segment.VERSION,
         "max_sentence_chars": config.max_sentence_chars,
     }

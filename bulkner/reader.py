@@ -1,22 +1,110 @@
-"""Pick the connector for an input and read its records."""
+"""Which connector reads an input, and its records.
+
+Formats (``--input-format``): ``pubmed`` (PubMed/MEDLINE XML), ``pmc`` (JATS/NLM articles, loose
+or in ``.tar.gz`` packages), ``jsonl``, ``parquet`` and ``text`` (one document per file). ``auto``
+decides by file name, and for ``.xml`` by the root element (``PubmedArticleSet`` or ``article``).
+Directories and globs yield only the files some reader accepts: a ``README.txt`` or a manifest
+beside the XML is skipped, not a failed shard (plain text files are read from a directory only
+with ``--input-format text``).
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+import gzip
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
 
+from lxml import etree
+
+from bulkner.config import InputConfig
+from bulkner.connectors.fs import ACCEPT_THREADS, expand_inputs, open_input
 from bulkner.schema import Document, Reject, Tombstone
 
 Record = Document | Tombstone | Reject
 
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "pubmed": (".xml", ".xml.gz"),
+    "pmc": (".nxml", ".nxml.gz", ".xml", ".xml.gz", ".tar.gz", ".tgz", ".tar"),
+    "jsonl": (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"),
+    "parquet": (".parquet",),
+    "text": (".txt", ".txt.gz"),
+}
+"""File names each format reads; ``.xml`` is PubMed or PMC, told apart by the root element."""
+PACKAGES = (".tar.gz", ".tgz", ".tar")
 
-def read_records(url: str) -> Iterator[Record]:
+
+def root_element(url: str) -> str | None:
+    """The local name of an XML input's root element, or None when it is not readable XML."""
+    try:
+        with open_input(url) as stream:
+            events = etree.iterparse(stream, events=("start",), load_dtd=False, no_network=True, resolve_entities=False)
+            _, el = next(events)
+            return etree.QName(el).localname
+    except (etree.XMLSyntaxError, StopIteration, EOFError, OSError, gzip.BadGzipFile, zlib.error):
+        return None
+
+
+def detect_format(url: str) -> str | None:
+    """The format of ``url`` by its name, and for ``.xml`` by its root element; None when no
+    reader takes it (plain ``.txt`` is ``text``)."""
+    name = url.lower()
+    if name.endswith((".xml", ".xml.gz")):
+        from bulkner.connectors.jats import JATS_ROOTS
+        from bulkner.connectors.pubmed import ROOTS as PUBMED_ROOTS
+
+        root = root_element(url)
+        return "pubmed" if root in PUBMED_ROOTS else "pmc" if root in JATS_ROOTS else None
+    return next((fmt for fmt, suffixes in SUFFIXES.items() if name.endswith(suffixes)), None)
+
+
+def accepts(url: str, fmt: str) -> bool:
+    """Whether a file found in a directory or glob is an input: by name for a given format; for
+    ``auto``, any detected format but plain text."""
+    if fmt == "auto":
+        return detect_format(url) not in (None, "text")
+    return url.lower().endswith(SUFFIXES[fmt])
+
+
+def input_format(url: str, options: InputConfig) -> str:
+    """The format ``url`` is read as; raises ``ValueError`` when ``auto`` cannot tell."""
+    if options.format != "auto":
+        return options.format
+    fmt = detect_format(url)
+    if fmt is None:
+        raise ValueError(f"{url}: cannot tell its format (PubMed or PMC XML, .nxml, .tar.gz of articles, .jsonl, "
+                         ".parquet, .txt); give --input-format")
+    return fmt
+
+
+def discover(inputs: Sequence[str], options: InputConfig) -> list[str]:
+    """The input files of ``inputs`` (paths, directories, globs, URLs) in processing order, each
+    one a reader takes. Raises ``ValueError`` for an input that matches nothing and for a file
+    named directly whose format cannot be told."""
+    urls = expand_inputs(inputs, lambda u: accepts(u, options.format))
+    with ThreadPoolExecutor(ACCEPT_THREADS) as pool:
+        list(pool.map(lambda u: input_format(u, options), urls))  # raises for a named file of no format
+    return urls
+
+
+def read_records(url: str, options: InputConfig = InputConfig()) -> Iterator[Record]:
     """Records of one shard: documents, tombstones and rejects, in file order.
 
-    Raises ValueError for a format no connector reads.
+    Raises ValueError for an input no reader takes, and for a format's fatal problems (a wrong
+    root element, a Parquet file without the id or text column).
     """
-    name = url.lower().removesuffix(".gz")
-    if name.endswith(".xml"):
+    fmt = input_format(url, options)
+    if fmt == "pubmed":
         from bulkner.connectors.pubmed import read_pubmed
 
         return read_pubmed(url)
-    raise ValueError(f"{url}: unsupported input format (PubMed XML, .xml or .xml.gz, is supported)")
+    if fmt == "pmc":
+        from bulkner.connectors.jats import read_jats, read_jats_package
+
+        return read_jats_package(url) if url.lower().endswith(PACKAGES) else read_jats(url)
+    from bulkner.connectors import generic
+
+    if fmt == "text":
+        return generic.read_text(url)
+    reader = generic.read_jsonl if fmt == "jsonl" else generic.read_parquet
+    return reader(url, options.id_field, options.text_field)

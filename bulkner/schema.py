@@ -17,7 +17,8 @@ class Passage:
     """One contiguous piece of a document's text (title, one abstract section, a caption...)."""
 
     kind: str
-    """``title``, ``abstract``, ``other_abstract``, ``section``, ``caption`` or ``text``."""
+    """PubMed: ``title``, ``abstract``, ``other_abstract``; PMC: ``title``, ``abstract``, ``heading``,
+    ``paragraph``, ``caption``, ``footnote``; JSONL/Parquet/plain text: ``text``."""
     text: str
     label: str | None = None
     """Section label as the source gives it (PubMed ``AbstractText/@Label``), else None."""
@@ -62,6 +63,11 @@ class Reject:
     """Identifier or excerpt of the offending record, enough to find it again."""
     detail: str = ""
     """Human-readable explanation."""
+
+
+def read_reject(reason: str, record: str, detail: str) -> Reject:
+    """A reject of the read stage (connectors)."""
+    return Reject(stage="read", reason=reason, record=record, detail=detail)
 
 
 class Span(NamedTuple):

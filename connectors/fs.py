@@ -17,7 +17,8 @@ import os
 import posixpath
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -26,12 +27,8 @@ from pyarrow.lib import ArrowInvalid
 
 logger = logging.getLogger(__name__)
 
-INPUT_SUFFIXES: tuple[str, ...] = (
-    ".xml", ".xml.gz", ".nxml", ".nxml.gz", ".txt", ".txt.gz",
-    ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet",
-)
-"""File names a directory or glob expands to; other files (``.md5``, READMEs) are skipped."""
-
+ACCEPT_THREADS = 16
+"""Files checked at once by ``expand_inputs``'s ``accept``."""
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DIGITS = re.compile(r"(\d+)")
@@ -73,6 +70,26 @@ def _remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+def _open_raw(url: str, stack: contextlib.ExitStack, random_access: bool) -> BinaryIO:
+    """The input's bytes as they are stored (a seekable file when ``random_access``)."""
+    local = _local_path(url)
+    if local is not None:
+        if os.path.isdir(local):
+            raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"input not found: {url!r}")
+        return stack.enter_context(open(local, "rb"))
+    fs, path = _remote_fs(url)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"input not found: {url!r}")
+    if kind == pafs.FileType.Directory:
+        raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
+    if random_access:
+        return stack.enter_context(fs.open_input_file(path))
+    return stack.enter_context(fs.open_input_stream(path, compression=None))
+
+
 @contextlib.contextmanager
 def open_input(url: str) -> Iterator[BinaryIO]:
     """Open a local path or URL for binary reading; ``.gz`` names are gunzipped while streaming.
@@ -81,25 +98,19 @@ def open_input(url: str) -> Iterator[BinaryIO]:
     directory or its URL scheme cannot be handled; both messages name the input.
     """
     with contextlib.ExitStack() as stack:
-        local = _local_path(url)
-        if local is not None:
-            if os.path.isdir(local):
-                raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
-            if not os.path.isfile(local):
-                raise FileNotFoundError(f"input not found: {url!r}")
-            raw: BinaryIO = stack.enter_context(open(local, "rb"))
-        else:
-            fs, path = _remote_fs(url)
-            kind = fs.get_file_info(path).type
-            if kind == pafs.FileType.NotFound:
-                raise FileNotFoundError(f"input not found: {url!r}")
-            if kind == pafs.FileType.Directory:
-                raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
-            raw = stack.enter_context(fs.open_input_stream(path, compression=None))
-        if (local if local is not None else urlparse(url).path).lower().endswith(".gz"):
+        raw = _open_raw(url, stack, random_access=False)
+        if (_local_path(url) or urlparse(url).path).lower().endswith(".gz"):
             raw = stack.enter_context(io.BufferedReader(GunzipStream(raw), buffer_size=1 << 16))
         logger.debug("opened %s", url)
         yield raw
+
+
+@contextlib.contextmanager
+def open_random_access(url: str) -> Iterator[BinaryIO]:
+    """Open a local path or URL as a seekable file (for formats read from the end, like Parquet);
+    errors as ``open_input``."""
+    with contextlib.ExitStack() as stack:
+        yield _open_raw(url, stack, random_access=True)
 
 
 class GunzipStream(io.RawIOBase):
@@ -141,9 +152,9 @@ def natural_key(name: str) -> tuple[str | int, ...]:
     return tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(name)))
 
 
-def _is_input_name(name: str) -> bool:
-    """Whether a file name found by directory or glob expansion is a data file we read."""
-    return name.lower().endswith(INPUT_SUFFIXES)
+def is_hidden(path: str) -> bool:
+    """Whether a file's name starts with a dot (``.DS_Store``, an editor's ``.#x.xml``)."""
+    return posixpath.basename(path.replace(os.sep, "/")).startswith(".")
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -173,23 +184,23 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def _expand_local(path: str) -> list[str]:
-    """Files a local path, directory or glob stands for (absolute paths)."""
+def _expand_local(path: str) -> tuple[list[str], bool]:
+    """Files a local path, directory or glob stands for (absolute paths), and whether it was
+    expanded (a directory or glob) rather than a file named directly."""
     if _GLOB_CHARS.search(path):
-        hits = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
-        return [os.path.abspath(p) for p in hits if _is_input_name(p)]
+        return [os.path.abspath(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p)], True
     if os.path.isdir(path):
-        return [
-            os.path.abspath(os.path.join(root, name))
-            for root, _dirs, names in os.walk(path)
-            for name in names
-            if _is_input_name(name)
-        ]
-    return [os.path.abspath(path)] if os.path.isfile(path) else []
+        found = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # no .git, .snapshots ...
+            found += [os.path.abspath(os.path.join(root, name)) for name in names]
+        return found, True
+    return ([os.path.abspath(path)] if os.path.isfile(path) else []), False
 
 
-def _expand_remote(url: str) -> list[str]:
-    """Files a remote URL, directory or glob stands for (as URLs with the input's prefix)."""
+def _expand_remote(url: str) -> tuple[list[str], bool]:
+    """Files a remote URL, directory or glob stands for (as URLs with the input's prefix), and
+    whether it was expanded."""
     prefix = url[: url.index("://") + 3]
     rest = url[len(prefix) :]
     match = _GLOB_CHARS.search(rest)
@@ -197,33 +208,39 @@ def _expand_remote(url: str) -> list[str]:
     fs, path = _remote_fs(prefix + base)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [url] if match is None else []
+        return ([url] if match is None else []), match is not None
     if info.type != pafs.FileType.Directory:
-        return []
+        return [], True
     selector = pafs.FileSelector(path, recursive=True)
-    files = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    tails = [posixpath.relpath(i.path, path) for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
     # Map the file system's paths back onto the URL: they share the tail after `path`.
-    urls = [prefix + base.rstrip("/") + "/" + posixpath.relpath(f, path) for f in files]
+    urls = [prefix + base.rstrip("/") + "/" + tail for tail in tails if not tail.startswith(".") and "/." not in tail]
     if match is not None:
         regex = _glob_regex(rest)
         urls = [u for u in urls if regex.match(u[len(prefix) :])]
-    return [u for u in urls if _is_input_name(u)]
+    return urls, True
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
+def expand_inputs(inputs: Sequence[str], accept: Callable[[str], bool] | None = None) -> list[str]:
     """Expand paths, directories (recursively) and globs into a sorted, de-duplicated file list.
 
-    Directories and globs keep only data files (see ``INPUT_SUFFIXES``); a file named directly
-    is kept whatever its name. Local inputs come back as absolute paths. The list is sorted in
-    natural order of the file name first, then of the full path, so PubMed baseline and update
-    files come in file-number order whatever folder they sit in (updates apply in that order).
-    Raises ``ValueError`` naming every input that matches no file.
+    Files found by expanding a directory or glob are kept when ``accept(path)`` says so (all when
+    it is None) and they are not hidden (a name or folder starting with a dot); a file named
+    directly is kept whatever its name. Local inputs come back as absolute paths. The list is
+    sorted in natural order of the file name first, then of the full path, so PubMed baseline and
+    update files come in file-number order whatever folder they sit in (updates apply in that
+    order). Raises ``ValueError`` naming every input that matches no file.
     """
     found: dict[str, None] = {}
     empty: list[str] = []
     for item in inputs:
         local = _local_path(item)
-        files = _expand_local(local) if local is not None else _expand_remote(item)
+        files, expanded = _expand_local(local) if local is not None else _expand_remote(item)
+        if expanded:
+            files = [f for f in files if not is_hidden(f)]
+            if accept is not None:  # in threads: accept may open each file (object stores: tens of ms each)
+                with ThreadPoolExecutor(ACCEPT_THREADS) as pool:
+                    files = [f for f, ok in zip(files, pool.map(accept, files)) if ok]
         if not files:
             empty.append(item)
         found.update(dict.fromkeys(files))
@@ -232,17 +249,24 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return sorted(found, key=lambda p: (natural_key(posixpath.basename(p)), natural_key(p)))
 
 
+_FORMAT_SUFFIXES = (".tgz", ".tar", ".nxml", ".xml", ".jsonl", ".ndjson", ".parquet", ".txt")
+
+
 def shard_name(url: str) -> str:
-    """Name of a shard for its output files: the base name without ``.gz``/``.xml``/``.nxml``.
+    """Name of a shard for its output files: the base name without ``.gz`` and its format suffix
+    (``.xml``, ``.nxml``, ``.tar``, ``.tgz``, ``.jsonl``, ``.ndjson``, ``.parquet``, ``.txt``).
 
     ``s3://b/pubmed26n1335.xml.gz`` → ``pubmed26n1335``. Characters other than letters, digits,
     ``.``, ``_`` and ``-`` become ``_``. Raises ``ValueError`` when nothing usable is left.
     """
     path = unquote(urlparse(url).path) if _scheme(url) else url.replace(os.sep, "/")
     base = posixpath.basename(path)
-    for suffix in (".gz", ".nxml", ".xml"):
+    if base.lower().endswith(".gz"):
+        base = base[:-3]
+    for suffix in _FORMAT_SUFFIXES:
         if base.lower().endswith(suffix):
             base = base[: -len(suffix)]
+            break
     name = _UNSAFE.sub("_", base).strip("_")
     if not name or name.startswith("."):
         raise ValueError(f"input {url!r} gives no usable shard name ({name!r})")

@@ -7,17 +7,16 @@ network and never expands entities (an entity reference stays as its literal ``&
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
-import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, Optional, Union
 
 from lxml import etree
 
 from bulkner.connectors.fs import open_input
-from bulkner.schema import Document, Passage, Reject, Tombstone
+from bulkner.connectors.xmlstream import MALFORMED, normalise_text, release
+from bulkner.schema import Document, Passage, Reject, Tombstone, read_reject
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +28,6 @@ RECORDS = frozenset({"PubmedArticle", "PubmedBookArticle", "MedlineCitation"})
 DELETIONS = frozenset({"DeleteCitation", "DeleteDocument"})
 
 _PMID = re.compile(r"[0-9]+")
-_MALFORMED = (etree.XMLSyntaxError, EOFError, gzip.BadGzipFile, zlib.error)
-"""Errors that mean the bytes are broken (bad or truncated XML or gzip), not the reader."""
-
-
-def normalise_text(el: etree._Element | None) -> str:
-    """Full text content of ``el`` (inline markup included), whitespace runs made one space.
-
-    Any Unicode whitespace (no-break spaces included) counts; an unexpanded entity reference
-    stays as its literal ``&name;`` text. Words split only by markup are joined (``Ca<sup>2+``
-    gives ``Ca2+``); no text is dropped.
-    """
-    if el is None:
-        return ""
-    return " ".join("".join(el.itertext()).split())
 
 
 def _abstract_passages(abstract: etree._Element | None, kind: str, lang: str | None) -> list[Passage]:
@@ -82,11 +67,6 @@ def _parts(record: etree._Element) -> _Parts:
     return citation.find("PMID"), title, abstract, citation.findall("OtherAbstract")
 
 
-def _reject(reason: str, record: str, detail: str) -> Reject:
-    """A read-stage reject."""
-    return Reject(stage="read", reason=reason, record=record, detail=detail)
-
-
 def parse_record(record: etree._Element, position: int) -> Document | Reject:
     """Convert one ``PubmedArticle``/``PubmedBookArticle``/``MedlineCitation`` element.
 
@@ -96,13 +76,13 @@ def parse_record(record: etree._Element, position: int) -> Document | Reject:
     pmid_el, title, abstract, others = _parts(record)
     raw = (pmid_el.text or "").strip() if pmid_el is not None else ""
     if not raw:
-        return _reject("missing_pmid", where, "record has no PMID")
+        return read_reject("missing_pmid", where, "record has no PMID")
     if not _PMID.fullmatch(raw):
-        return _reject("bad_pmid", raw[:64], f"{where}: PMID is not a number")
+        return read_reject("bad_pmid", raw[:64], f"{where}: PMID is not a number")
     pmid = str(int(raw))
     version_raw = (pmid_el.get("Version") or "1").strip()
     if not _PMID.fullmatch(version_raw):
-        return _reject("bad_version", f"pmid:{pmid}", f"PMID/@Version {version_raw[:32]!r} is not a number")
+        return read_reject("bad_version", f"pmid:{pmid}", f"PMID/@Version {version_raw[:32]!r} is not a number")
     passages = []
     title_text = normalise_text(title)
     if title_text:
@@ -111,7 +91,7 @@ def parse_record(record: etree._Element, position: int) -> Document | Reject:
     for other in others:
         passages += _abstract_passages(other, "other_abstract", other.get("Language") or None)
     if not passages:
-        return _reject("no_text", f"pmid:{pmid}", "no title and no abstract text")
+        return read_reject("no_text", f"pmid:{pmid}", "no title and no abstract text")
     return Document(doc_id=f"pmid:{pmid}", version=int(version_raw), passages=tuple(passages), pmid=pmid, doi=_doi(record))
 
 
@@ -134,16 +114,7 @@ def parse_deletion(deletion: etree._Element) -> Iterator[Tombstone | Reject]:
         if _PMID.fullmatch(raw):
             yield Tombstone(doc_id=f"pmid:{int(raw)}")
         else:
-            yield _reject("bad_pmid", raw[:64] or deletion.tag, f"{deletion.tag}: PMID is not a number")
-
-
-def _release(el: etree._Element) -> None:
-    """Free a processed top-level element and the already processed siblings before it."""
-    el.clear(keep_tail=True)
-    parent = el.getparent()
-    if parent is not None:
-        while el.getprevious() is not None:
-            del parent[0]
+            yield read_reject("bad_pmid", raw[:64] or deletion.tag, f"{deletion.tag}: PMID is not a number")
 
 
 def _top_level(stream: BinaryIO, url: str) -> Iterator[etree._Element]:
@@ -170,7 +141,7 @@ def _top_level(stream: BinaryIO, url: str) -> Iterator[etree._Element]:
             root = el
         elif event == "end" and el.getparent() is root:
             yield el
-            _release(el)
+            release(el)
     if root is None and events.root is not None:
         raise ValueError(f"{url}: unknown root element <{events.root.tag}>, not PubMed XML")
 
@@ -190,10 +161,10 @@ def iter_pubmed(stream: BinaryIO, url: str) -> Iterator[Document | Tombstone | R
             counts["tombstones"] += sum(isinstance(item, Tombstone) for item in items)
             counts["rejects"] += sum(isinstance(item, Reject) for item in items)
             yield from items
-    except _MALFORMED as exc:
+    except MALFORMED as exc:
         logger.warning("%s: malformed input after %d records: %s", url, counts["records"], exc)
         counts["rejects"] += 1
-        yield _reject("malformed_xml", url, f"{type(exc).__name__}: {exc}")
+        yield read_reject("malformed_xml", url, f"{type(exc).__name__}: {exc}")
     logger.info("%s: %s", url, counts)
 
 

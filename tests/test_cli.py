@@ -143,11 +143,15 @@ def test_train_then_eval_and_run_with_the_adapter(tmp_path, tiny_model_dir):
 
 def test_unreadable_shard_is_reported_and_the_others_still_run(tmp_path):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.xml").write_text("<Unknown/>")
+    (tmp_path / "in" / "a.parquet").write_bytes(b"not parquet at all")
     (tmp_path / "in" / "b.xml.gz").write_bytes(Path(sample_input()).read_bytes())
+    (tmp_path / "in" / "c.xml").write_text("<Unknown/>")  # not an input: skipped, not a failed shard
     result = invoke("split", tmp_path / "in", "--out", tmp_path / "o")
     assert result.exit_code == 1 and "failed a:" in result.output and "Traceback" not in result.output
     assert (tmp_path / "o" / "_done" / "b.json").exists() and not (tmp_path / "o" / "_done" / "a.json").exists()
+    assert not list((tmp_path / "o").glob("*/c.*"))
+    named = invoke("split", tmp_path / "in" / "c.xml", "--out", tmp_path / "o2")
+    assert named.exit_code == 2 and "c.xml: cannot tell its format" in named.output
 
 
 def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_encoder):

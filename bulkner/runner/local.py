@@ -69,7 +69,7 @@ def run(inputs: Sequence[str], config: RunConfig, with_model: bool = True, progr
 
     Raises ``FingerprintMismatch`` before any work if ``config.out`` holds another configuration.
     """
-    urls = plan(inputs)
+    urls = plan(inputs, config.input)
     worker = ShardWorker(config, with_model=with_model, progress=progress)
     out = OutputDir(config.out)
     out.claim(worker.fingerprint)

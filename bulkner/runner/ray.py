@@ -66,7 +66,7 @@ def run(
 ) -> RunSummary:
     """Process every shard on a Ray cluster (``address``; None starts or joins a local one)."""
     ray = import_ray()
-    urls = plan(inputs)
+    urls = plan(inputs, config.input)
     probe = ShardWorker(config, with_model=with_model)
     out = OutputDir(config.out)
     out.claim(probe.fingerprint)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from bulkner.config import RunConfig
-from bulkner.connectors.fs import expand_inputs, shard_name
+from bulkner.config import InputConfig, RunConfig
+from bulkner.connectors.fs import shard_name
 from bulkner.fingerprint import fingerprint
 from bulkner.pipeline import Tagger, TagStats, build_tagger, segment
-from bulkner.reader import read_records
+from bulkner.reader import discover, read_records
 from bulkner.schema import Document, Reject, Tombstone
 from bulkner.types import resolve_types
 from bulkner.writer import (
@@ -43,10 +43,10 @@ class ShardReport:
     error: str = ""
 
 
-def plan(inputs) -> list[str]:
-    """The shards of ``inputs`` in processing order; two inputs with one shard name are refused
-    (their outputs would overwrite each other)."""
-    urls = expand_inputs(inputs)
+def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
+    """The shards of ``inputs`` in processing order (``reader.discover``); two inputs with one
+    shard name are refused (their outputs would overwrite each other)."""
+    urls = discover(inputs, options)
     seen: dict[str, str] = {}
     for url in urls:
         name = shard_name(url)
@@ -56,13 +56,13 @@ def plan(inputs) -> list[str]:
     return urls
 
 
-def collect(url: str) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
+def collect(url: str, options: InputConfig = InputConfig()) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
     """Read a shard. Within it the last record of a doc_id wins: a repeated document replaces the
     earlier one (counted), a later DeleteCitation removes it, a later document revives it."""
     latest: dict[str, Document | Tombstone] = {}
     rejects: list[Reject] = []
     replaced = 0
-    for record in read_records(url):
+    for record in read_records(url, options):
         if isinstance(record, Reject):
             rejects.append(record)
             continue
@@ -120,7 +120,7 @@ class ShardWorker:
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
         started = time.perf_counter()
-        documents, tombstones, rejects, replaced = collect(url)
+        documents, tombstones, rejects, replaced = collect(url, self.config.input)
         sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
         rejects += segment_rejects
         tables = {

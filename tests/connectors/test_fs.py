@@ -56,7 +56,7 @@ def test_fsspec_fallback_for_schemes_pyarrow_lacks() -> None:
         with pytest.raises(FileNotFoundError, match="nope.xml"):
             with open_input("memory://bulkner-test/in/nope.xml"):
                 pass
-        assert expand_inputs(["memory://bulkner-test/in"]) == [
+        assert expand_inputs(["memory://bulkner-test/in"], lambda u: not u.endswith(".md5")) == [
             "memory://bulkner-test/in/pubmed26n0002.xml.gz",
             "memory://bulkner-test/in/sub/pubmed26n0010.xml",
         ]
@@ -67,19 +67,21 @@ def test_fsspec_fallback_for_schemes_pyarrow_lacks() -> None:
         mem.rm("/bulkner-test", recursive=True)
 
 
-def test_expand_natural_order_dedup_and_filter(tmp_path: Path) -> None:
-    for name in ["pubmed26n0010.xml.gz", "pubmed26n0009.xml.gz", "pubmed26n0009.xml.gz.md5", "README"]:
+def test_expand_natural_order_dedup_filter_and_hidden_files(tmp_path: Path) -> None:
+    for name in ["pubmed26n0010.xml.gz", "pubmed26n0009.xml.gz", "pubmed26n0009.xml.gz.md5", "README", ".DS_Store"]:
         _touch(tmp_path / "baseline" / name)
     _touch(tmp_path / "updatefiles" / "pubmed26n0011.xml.gz")
     _touch(tmp_path / "updatefiles" / "deep" / "x100.nxml")
     _touch(tmp_path / "updatefiles" / "deep" / "x20.txt")
+    _touch(tmp_path / "updatefiles" / ".snapshot" / "pubmed26n0011.xml.gz")
     got = expand_inputs(
         [
             str(tmp_path / "updatefiles"),
             str(tmp_path / "baseline"),
             str(tmp_path / "baseline" / "*.xml.gz"),  # same files again
             (tmp_path / "baseline" / "pubmed26n0009.xml.gz").as_uri(),
-        ]
+        ],
+        accept=lambda path: not path.endswith((".md5", "README")),
     )
     names = [Path(p).name for p in got]
     assert names == [
@@ -98,6 +100,9 @@ def test_expand_keeps_a_named_file_and_reports_empty_inputs(tmp_path: Path) -> N
     assert "notes.md" not in str(err.value)
     with pytest.raises(ValueError, match=r"\*\.parquet"):
         expand_inputs([str(tmp_path / "*.parquet")])
+    with pytest.raises(ValueError, match="empty"):  # a folder of files none of which is accepted
+        _touch(empty / "README.md")
+        expand_inputs([str(empty)], accept=lambda path: False)
 
 
 def test_expand_shared_pubmed_in_file_number_order(shared_data: Path) -> None:
@@ -125,7 +130,10 @@ def test_natural_key() -> None:
         ("/data/pubmed26n1335.xml", "pubmed26n1335"),
         ("gs://b/oa/PMC3166277.nxml.gz", "PMC3166277"),
         ("file:///tmp/my%20file.xml", "my_file"),
-        ("rel/dir/abstracts.jsonl", "abstracts.jsonl"),
+        ("rel/dir/abstracts.jsonl", "abstracts"),
+        ("oa_comm_xml.PMC000xxxxxx.baseline.2026-06-18.tar.gz", "oa_comm_xml.PMC000xxxxxx.baseline.2026-06-18"),
+        ("pkg.tgz", "pkg"),
+        ("corpus.parquet", "corpus"),
         ("weird name (1).xml.gz", "weird_name_1"),
     ],
 )

@@ -64,7 +64,7 @@ def test_a_failing_shard_fails_alone(tmp_path, ray_local):
     from bulkner.runner.ray import run
 
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "bad.xml").write_text("<Unknown/>")
+    (tmp_path / "in" / "bad.parquet").write_bytes(b"not parquet at all")
     (tmp_path / "in" / "good.xml.gz").write_bytes(Path(sample_input()).read_bytes())
     summary = run([str(tmp_path / "in")], RunConfig(out=str(tmp_path / "out")), with_model=False, progress=False)
     assert {r.shard: r.status for r in summary.reports} == {"bad": "failed", "good": "done"}
