@@ -46,6 +46,33 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def output_file(path: Optional[Path], option: str) -> Optional[Path]:
+    """Check an output file option before any work: not a directory, its folder created."""
+    if path is None:
+        return None
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"{option} {path}: cannot create its folder: {err.strerror or err}")
+    return path
+
+
+def output_dir(out: str) -> str:
+    """Check ``--out`` before any work: a local path must be a directory or not exist yet."""
+    if "://" not in out and Path(out).exists() and not Path(out).is_dir():
+        fail(f"--out {out} is a file; give a directory (it is created when missing)")
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2))
+    except OSError as err:
+        fail(f"cannot write {path}: {err.strerror or err}", 1)
+
+
 def setup_logging(verbose: bool) -> None:
     """Our loggers at INFO with --verbose, else WARNING. Without --verbose the console is for the
     user: no Python warnings, no transformers/vLLM/torch log lines or library progress bars (their
@@ -82,6 +109,8 @@ def choose_engine(name: str) -> str:
 
 
 def print_summary(summary: dict, json_path: Optional[Path]) -> None:
+    if json_path:  # first: nothing after the work may lose it
+        write_json(json_path, summary)
     out = typer.echo
     shards = summary["shards"]
     out(f"shards: {shards['done']} done, {shards['skipped']} skipped (already done), {shards['failed']} failed")
@@ -97,8 +126,6 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
     out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))
     if summary["sentences_per_second"]:
         out(f"time: {summary['seconds']} s, {summary['sentences_per_second']} sentences/s")
-    if json_path:
-        json_path.write_text(json.dumps(summary, indent=2))
 
 
 def execute(
@@ -107,6 +134,8 @@ def execute(
     """Run locally, or on Ray when ``ray`` holds the Ray runner's options; print the summary."""
     from bulkner.writer import FingerprintMismatch
 
+    output_dir(config.out)
+    output_file(json_path, "--summary-json")
     try:
         if ray is None:
             from bulkner.runner.local import run
@@ -238,6 +267,7 @@ def eval_(
     setup_logging(verbose)
     if limit is not None and limit < 1:
         fail(f"--limit must be >= 1, got {limit}")
+    output_file(json_path, "--json")
     try:
         corpus = read_corpus(fmt, str(gold))
         documents = corpus.documents[:limit] if limit else corpus.documents
@@ -260,14 +290,14 @@ def eval_(
         if tagger:
             tagger.close()
     result["corpus_problems"] = corpus.problem_counts()
+    if json_path:  # first: nothing after the work may lose it
+        write_json(json_path, result)
     typer.echo(f"documents: {result['documents']}  oracle: {result['oracle']}  types: {', '.join(result['types'])}")
     typer.echo(format_table(result))
     pipeline = result["pipeline"]
     typer.echo("pipeline: " + ", ".join(f"{k} {v}" for k, v in pipeline.items() if k != "rejects"))
     if pipeline["rejects"]:
         typer.echo("rejects: " + ", ".join(f"{k} {v}" for k, v in pipeline["rejects"].items()))
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
 
 
 @app.command("train")

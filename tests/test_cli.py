@@ -54,6 +54,22 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     assert unknown.exit_code == 2 and "Planet" in unknown.output
 
 
+def test_bad_output_paths_are_one_clear_line_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for args, message in [
+        (["--out", tmp_path / "file"], "is a file; give a directory"),
+        (["--out", tmp_path / "o", "--summary-json", tmp_path], "is a directory; give a file name"),
+        (["--out", tmp_path / "o", "--summary-json", tmp_path / "file" / "s.json"], "cannot create its folder"),
+    ]:
+        result = invoke("split", sample_input(), *args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before any work
+    deep = tmp_path / "new" / "folder" / "s.json"
+    assert invoke("split", sample_input(), "--out", tmp_path / "o", "--summary-json", deep).exit_code == 0
+    assert json.loads(deep.read_text())["documents"] == 4
+
+
 def test_truncated_shard_keeps_records_and_exits_3(tmp_path):
     data = gzip.decompress(Path(sample_input()).read_bytes())
     cut = data[: data.rindex(b"<PubmedArticle>") + 200]
