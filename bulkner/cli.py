@@ -73,6 +73,34 @@ def write_json(path: Path, data: dict) -> None:
         fail(f"cannot write {path}: {err.strerror or err}", 1)
 
 
+def write_predictions(path: Path, spans: dict) -> None:
+    """``{"key": sentence key, "spans": [[start, end, type], ...]}`` per line (sentence offsets)."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            for key, found in spans.items():
+                f.write(json.dumps({"key": key, "spans": [list(s) for s in found]}, ensure_ascii=False) + "\n")
+    except OSError as err:
+        fail(f"cannot write {path}: {err.strerror or err}", 1)
+
+
+def read_predictions(paths: List[Path]) -> dict:
+    """Predicted spans per sentence key from ``bulkner eval --predictions`` files."""
+    from bulkner.schema import Span
+
+    spans: dict = {}
+    for path in paths:
+        try:
+            for number, line in enumerate(open(path, encoding="utf-8"), 1):
+                if line.strip():
+                    row = json.loads(line)
+                    spans.setdefault(row["key"], []).extend(Span(int(s), int(e), str(t)) for s, e, t in row["spans"])
+        except OSError as err:
+            fail(f"--predictions {path}: {err.strerror or err}")
+        except (ValueError, KeyError, TypeError) as err:
+            fail(f"--predictions {path} line {number}: not a bulkner eval prediction ({err})")
+    return spans
+
+
 def setup_logging(verbose: bool) -> None:
     """Our loggers at INFO with --verbose, else WARNING. Without --verbose the console is for the
     user: no Python warnings, no transformers/vLLM/torch log lines or library progress bars (their
@@ -255,6 +283,7 @@ def eval_(
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    predictions: Optional[Path] = typer.Option(None, help="Also write the predicted spans per sentence as JSONL (train-selector --predictions reads them)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
@@ -268,6 +297,7 @@ def eval_(
     if limit is not None and limit < 1:
         fail(f"--limit must be >= 1, got {limit}")
     output_file(json_path, "--json")
+    output_file(predictions, "--predictions")
     try:
         corpus = read_corpus(fmt, str(gold))
         documents = corpus.documents[:limit] if limit else corpus.documents
@@ -282,8 +312,9 @@ def eval_(
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
+    predicted: dict = {}
     try:
-        result = evaluate(documents, entity_types, tagger, progress=not oracle)
+        result = evaluate(documents, entity_types, tagger, progress=not oracle, predictions=predicted)
     except ValueError as err:
         fail(str(err))
     finally:
@@ -292,6 +323,8 @@ def eval_(
     result["corpus_problems"] = corpus.problem_counts()
     if json_path:  # first: nothing after the work may lose it
         write_json(json_path, result)
+    if predictions:
+        write_predictions(predictions, predicted)
     typer.echo(f"documents: {result['documents']}  oracle: {result['oracle']}  types: {', '.join(result['types'])}")
     typer.echo(format_table(result))
     pipeline = result["pipeline"]
@@ -358,13 +391,16 @@ def train_selector_cmd(
     contrastive_weight: float = typer.Option(1.0, help="Weight of the group InfoNCE term beside the binary loss."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
     seed: int = typer.Option(0, help="Seed of sampling and initialisation."),
+    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives; repeatable."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train the contrastive entity selector: gold spans against boundary-perturbed and wrong-type ones."""
+    """Train the contrastive entity selector: gold spans against boundary-perturbed, wrong-type and
+    (with --predictions) the generator's own false-positive spans."""
     from bulkner.selector_train import SelectorTrainConfig, train_selector
     from bulkner.train_data import TrainSource
 
     setup_logging(verbose)
+    negatives = read_predictions(predictions) if predictions else None
     try:
         config = SelectorTrainConfig(
             sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
@@ -372,7 +408,7 @@ def train_selector_cmd(
             batch_size=batch_size, negatives_per_gold=negatives_per_gold, contrastive_weight=contrastive_weight,
             limit=limit, seed=seed,
         )
-        report = train_selector(config, progress=True)
+        report = train_selector(config, negatives, progress=True)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:

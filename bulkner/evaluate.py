@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from bulkner.corpora import GoldDocument
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
 from bulkner.pipeline import Tagger, TagStats, segment
-from bulkner.schema import Reject, Sentence
+from bulkner.schema import Entity, Reject, Sentence, Span
 from bulkner.scoring import Mention, score
 from bulkner.types import EntityType
 
@@ -27,18 +27,26 @@ def gold_mentions(gold: Sequence[GoldDocument], names: Sequence[str]) -> set[Men
 
 def predict(
     sentences: Sequence[Sentence], rejects: Sequence[Reject], tagger: Tagger, progress: bool = False
-) -> tuple[set[Mention], dict]:
-    """Tag the sentences of the gold documents; predicted mentions and run counts (with the
+) -> tuple[list[Entity], dict]:
+    """Tag the sentences of the gold documents; predicted entities and run counts (with the
     segmentation ``rejects``)."""
     stats = TagStats()
     with tqdm(total=len(sentences), desc="eval", unit="sent", disable=not progress) as bar:
         entities, tag_rejects = tagger.tag(sentences, stats, bar)
-    found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     counts = {
         "sentences": len(sentences),
         "rejects": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in [*rejects, *tag_rejects]).items())),
     } | {k: v for k, v in stats.as_dict().items() if k != "entities_by_type"}
-    return found, counts
+    return entities, counts
+
+
+def sentence_predictions(entities: Sequence[Entity]) -> dict[str, list[Span]]:
+    """Predicted spans per sentence key, offsets into the sentence (``bulkner eval --predictions``,
+    read back by ``bulkner train-selector --predictions`` as generator negatives)."""
+    spans: dict[str, list[Span]] = {}
+    for e in entities:
+        spans.setdefault(e.sentence.key, []).append(Span(e.start - e.sentence.start, e.end - e.sentence.start, e.type))
+    return spans
 
 
 def oracle_tagger(
@@ -57,9 +65,11 @@ def evaluate(
     tagger: Tagger | None = None,
     max_sentence_chars: int = 2000,
     progress: bool = False,
+    predictions: dict | None = None,
 ) -> dict:
     """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.build_tagger``), or, when it is
-    None, with gold-tagged generations (``"oracle": true``)."""
+    None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled with
+    the predicted spans per sentence key (``sentence_predictions``)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
@@ -67,7 +77,10 @@ def evaluate(
     oracle = tagger is None
     if oracle:
         tagger, unreachable = oracle_tagger(gold, sentences, types)
-    found, counts = predict(sentences, rejects, tagger, progress)
+    entities, counts = predict(sentences, rejects, tagger, progress)
+    if predictions is not None:
+        predictions.update(sentence_predictions(entities))
+    found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)
     result["pipeline"] = counts | unreachable

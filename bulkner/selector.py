@@ -14,7 +14,6 @@ threshold, the training report). Training lives in :mod:`bulkner.selector_train`
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -240,11 +239,11 @@ class Selector:
         return [s >= self.threshold for s in scores]
 
     def fingerprint(self) -> str:
-        """Selector version, a hash of ``selector.json`` and the head weights, and the threshold used."""
-        digest = hashlib.sha256()
-        for name in (META_FILE, self.meta["head"]):
-            digest.update((self.path / name).read_bytes())
-        return f"selector-v{SELECTOR_VERSION}-{digest.hexdigest()[:16]}-t{self.threshold:.4f}"
+        """Selector version, the whole directory by content (``selector.json``, the head and the
+        fine-tuned encoder: ``models.content_id``), and the threshold used."""
+        from bulkner.models import content_id
+
+        return f"selector-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}"
 
     def close(self) -> None:
         """Release the model (and GPU memory)."""

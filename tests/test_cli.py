@@ -184,8 +184,6 @@ def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_enco
     everything = invoke(*args, "--selector", selector, "--selector-threshold", "0")
     nothing = invoke(*args, "--selector", selector, "--selector-threshold", "1")
     assert everything.exit_code == nothing.exit_code == 0, nothing.output
-    report = json.loads((tmp_path / "e.json").read_text())
-    assert report["pipeline"]["selector_dropped"] >= 0
     out = tmp_path / "out"
     run_args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--engine", "transformers",
                 "--max-model-len", "1024", "--selector", selector, "--selector-threshold", "0"]
@@ -195,6 +193,26 @@ def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_enco
     assert json.loads((out / "_fingerprint.json").read_text())["selector"].startswith("selector-v1-")
     other = invoke(*run_args[:-1], "0.5")
     assert other.exit_code == 2 and "selector" in other.output
+
+
+@requires_vllm
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_selector_thresholds_0_and_1_give_different_entity_tables(tmp_path, tiny_encoder):
+    """With the default generator (it finds entities in the sample), threshold 0 keeps every parsed
+    span and 1 drops them (an untrained head never scores exactly 1); the summary counts the drops."""
+    from bulkner.selector import init_selector
+
+    selector = init_selector(tiny_encoder, tmp_path / "sel")
+    rows = {}
+    for threshold in ("0", "1"):
+        result = invoke("run", sample_input(), "--out", tmp_path / threshold, "--selector", selector,
+                        "--selector-threshold", threshold, "--summary-json", tmp_path / f"{threshold}.json")
+        assert result.exit_code == 0, result.output
+        rows[threshold] = read(tmp_path / threshold, "entities", "sample-pubmed").to_pylist()
+    assert len(rows["0"]) > 0 and rows["1"] == []
+    summary = json.loads((tmp_path / "1.json").read_text())
+    assert summary["selector_dropped"] == len(rows["0"]) and "the selector dropped" in result.output
 
 
 def test_train_selector_writes_a_loadable_selector(tmp_path, tiny_encoder):
@@ -209,6 +227,35 @@ def test_train_selector_writes_a_loadable_selector(tmp_path, tiny_encoder):
     assert 0.0 <= Selector(tmp_path / "sel").threshold <= 1.0
     bad = invoke("train-selector", "--source", "nosuchformat:x", "--out", tmp_path / "s2")
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_eval_predictions_become_train_selector_negatives(tmp_path, tiny_encoder):
+    gold = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    small = tmp_path / "three.PubTator.txt"  # the first three documents, for eval and selector alike
+    small.write_text("\n\n".join(gold.read_text(encoding="utf-8").split("\n\n")[:3]) + "\n", encoding="utf-8")
+    gold = small
+    result = invoke("eval", "--gold", gold, "--format", "pubtator", "--oracle",
+                    "--predictions", tmp_path / "p.jsonl", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    micro = json.loads((tmp_path / "r.json").read_text())["strict"]["micro"]
+    assert sum(len(r["spans"]) for r in rows) == micro["tp"] + micro["fp"] > 0
+    # near misses (one character trimmed on the left) stand in for a generator's boundary errors
+    near = [{"key": r["key"], "spans": [[s + 1, e, t] for s, e, t in r["spans"] if e - s > 1]} for r in rows]
+    (tmp_path / "near.jsonl").write_text("".join(json.dumps(r) + "\n" for r in near))
+    candidates = []
+    for extra in ([], ["--predictions", tmp_path / "near.jsonl"]):
+        out = tmp_path / f"sel{len(extra)}"
+        trained = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", out, "--encoder", tiny_encoder,
+                         "--epochs", "1", *extra)
+        assert trained.exit_code == 0, trained.output
+        report = json.loads((out / "selector.json").read_text())["report"]
+        candidates.append(report["train_candidates"] + report["dev_candidates"])
+    assert candidates[1] > candidates[0]
+    bad = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "s3", "--predictions", tmp_path / "r.json")
+    assert bad.exit_code == 2 and "not a bulkner eval prediction" in bad.output
 
 
 def test_eval_oracle_on_a_type_subset(tmp_path):

