@@ -141,7 +141,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         write_json(json_path, summary)
     out = typer.echo
     shards = summary["shards"]
-    out(f"shards: {shards['done']} done, {shards['skipped']} skipped (already done), {shards['failed']} failed")
+    redone = f" ({summary['redone_changed']} redone: input changed)" if summary.get("redone_changed") else ""
+    out(f"shards: {shards['done']} done{redone}, {shards['skipped']} skipped (already done), {shards['failed']} failed")
     for shard, error in summary["failed"].items():
         out(f"  failed {shard}: {error}")
     out(f"documents: {summary['documents']}  tombstones: {summary['tombstones']}  sentences: {summary['sentences']}")

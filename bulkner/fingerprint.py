@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from bulkner import prompt, segment, tagging
+from bulkner import prompt, reader, segment, tagging
 from bulkner.config import RunConfig
 from bulkner.models import content_id
 from bulkner.types import EntityType
@@ -40,6 +40,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
     engine = config.engine
     parts = {
         "input": asdict(config.input),
+        "reader": reader.READER_VERSION,
         "segmenter": segment.VERSION,
         "max_sentence_chars": config.max_sentence_chars,
     }

@@ -23,6 +23,10 @@ from bulkner.schema import Document, Reject, Tombstone
 
 Record = Document | Tombstone | Reject
 
+READER_VERSION = 1
+"""Version of what the readers make of an input (all connectors and ``collect``); part of the run
+fingerprint. Bump it when a connector or ``collect`` changes the records an input gives."""
+
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "pubmed": (".xml", ".xml.gz"),
     "pmc": (".nxml", ".nxml.gz", ".xml", ".xml.gz", ".tar.gz", ".tgz", ".tar"),
@@ -108,3 +112,24 @@ def read_records(url: str, options: InputConfig = InputConfig()) -> Iterator[Rec
         return generic.read_text(url)
     reader = generic.read_jsonl if fmt == "jsonl" else generic.read_parquet
     return reader(url, options.id_field, options.text_field)
+
+
+def collect(url: str, options: InputConfig = InputConfig()) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
+    """A shard's records as they stand at its end, and how many documents were replaced.
+
+    Within a shard the last record of a doc_id wins: a repeated document replaces the earlier one
+    (counted), a later DeleteCitation removes it (a tombstone), a later document revives it.
+    """
+    latest: dict[str, Document | Tombstone] = {}
+    rejects: list[Reject] = []
+    replaced = 0
+    for record in read_records(url, options):
+        if isinstance(record, Reject):
+            rejects.append(record)
+            continue
+        previous = latest.pop(record.doc_id, None)
+        replaced += isinstance(record, Document) and isinstance(previous, Document)
+        latest[record.doc_id] = record
+    documents = [r for r in latest.values() if isinstance(r, Document)]
+    tombstones = [r for r in latest.values() if isinstance(r, Tombstone)]
+    return documents, tombstones, rejects, replaced

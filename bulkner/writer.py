@@ -4,50 +4,84 @@ Layout (DESIGN.md, Output directory)::
 
     OUT/_fingerprint.json             the run's fingerprint, written by the first run
     OUT/<table>/<shard>.parquet       documents, sentences, entities, rejects, tombstones
-    OUT/_done/<shard>.json            written last: stats and fingerprint of the shard
+    OUT/_done/<shard>.json            written last: stats, fingerprint and input identity of the shard
 
-Every file is written under a temporary name and renamed into place, so a crash leaves either
-the old file or the new one. Works on local paths and on ``pyarrow.fs`` URLs (``s3://``...).
+A crash leaves either the old file or the new one. On local disks and HDFS every file is written
+under a hidden temporary name and renamed into place; temporary files an interrupted run left are
+removed by the next run that processes their shard (``remove_orphans``). On object stores
+(``s3://``, ``gs://``, ``abfs://``, fsspec URLs) a file is written in place: an object appears only
+when its upload completes, and they have no rename (a copy and a delete would cost twice).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import uuid
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from bulkner.connectors.fs import filesystem, natural_key
 from bulkner.schema import TABLES, Document, Entity, Reject, Sentence, Tombstone
+
+log = logging.getLogger(__name__)
 
 DONE = "_done"
 FINGERPRINT = "_fingerprint.json"
+RENAMING = ("local", "hdfs")
+"""``pyarrow.fs`` file systems written through a temporary file and a rename; others in place."""
+TEMP = ".tmp-"
 
 
 class FingerprintMismatch(RuntimeError):
     """The output directory holds results of a different configuration."""
 
 
+def _temp_of(name: str) -> str | None:
+    """The shard whose temporary file ``name`` is (``.<shard>.parquet.tmp-<hex>``), else None."""
+    if not name.startswith(".") or TEMP not in name:
+        return None
+    stem = name[1 : name.rindex(TEMP)]
+    for suffix in (".parquet", ".json"):
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return None
+
+
 class OutputDir:
-    """An output directory on a local disk or an object store."""
+    """An output directory on a local disk or an object store; nothing is created until ``claim``."""
 
     def __init__(self, out: str) -> None:
-        self.fs, self.root = pafs.FileSystem.from_uri(out) if "://" in out else (pafs.LocalFileSystem(), out)
-        self.root = self.root.rstrip("/")
-        self.fs.create_dir(self.root, recursive=True)
+        self.fs, root = filesystem(out)
+        self.root = root.rstrip("/")
+        self.renames = self.fs.type_name in RENAMING
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
 
+    def _temp(self, path: str) -> str:
+        folder, name = path.rsplit("/", 1)
+        return f"{folder}/.{name}{TEMP}{uuid.uuid4().hex}"  # hidden: dataset readers skip dot files
+
     def _write_bytes(self, path: str, data: bytes) -> None:
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        folder, name = path.rsplit("/", 1)
-        tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"  # hidden: dataset readers skip dot files
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
+        if not self.renames:
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        tmp = self._temp(path)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)
+        except BaseException:
+            if self.fs.get_file_info(tmp).is_file:
+                self.fs.delete_file(tmp)
+            raise
 
     def _read_json(self, path: str) -> dict | None:
         if self.fs.get_file_info(path).type != pafs.FileType.File:
@@ -56,20 +90,82 @@ class OutputDir:
             return json.loads(f.read())
 
     def claim(self, fingerprint: dict) -> None:
-        """Record ``fingerprint`` for this directory, or refuse if it holds another one."""
+        """Record ``fingerprint`` for this directory, or refuse if it holds another one.
+
+        Claiming a fresh directory is a conditional create: of two runs claiming it at once, one
+        wins and the other is refused (or goes on, when its fingerprint is the same). On local disks
+        the file is written whole and hard-linked into place, which fails when it exists. Object
+        stores through ``pyarrow.fs`` have no conditional put: the fingerprint is written, read back
+        and compared, which refuses the first writer when a second one landed before the read-back;
+        two runs whose writes and read-backs interleave exactly (within milliseconds) can both
+        proceed. Start concurrent runs into one new object-store directory one after the other.
+        """
+        self.fs.create_dir(self.root, recursive=True)
         existing = self._read_json(self.path(FINGERPRINT))
         if existing is None:
-            self._write_bytes(self.path(FINGERPRINT), json.dumps(fingerprint, indent=2, sort_keys=True).encode())
-        elif existing.get("hash") != fingerprint["hash"]:
+            existing = self._create(self.path(FINGERPRINT), json.dumps(fingerprint, indent=2, sort_keys=True).encode())
+        if existing.get("hash") != fingerprint["hash"]:
             changed = sorted(k for k in set(existing) | set(fingerprint) if existing.get(k) != fingerprint.get(k))
             raise FingerprintMismatch(
                 f"{self.root} holds results of another configuration (differs in: {', '.join(changed)}); "
                 "use a new --out directory or delete the old one, results are never mixed"
             )
 
+    def _create(self, path: str, data: bytes) -> dict:
+        """Write ``path`` unless it exists; what it holds afterwards (ours or a concurrent writer's)."""
+        if self.fs.type_name != "local":
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+            return self._read_json(path)
+        tmp = self._temp(path)
+        with open(tmp, "xb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)  # atomic, and fails when path exists: one claimant wins
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(tmp)
+        return self._read_json(path)
+
     def done(self, shard: str) -> dict | None:
         """The completion marker of ``shard`` if it finished, else None."""
         return self._read_json(self.path(DONE, f"{shard}.json"))
+
+    def undo(self, shard: str) -> None:
+        """Remove the completion marker of ``shard`` (before redoing it: readers then skip it)."""
+        marker = self.path(DONE, f"{shard}.json")
+        if self.fs.get_file_info(marker).is_file:
+            self.fs.delete_file(marker)
+
+    def listed(self, folder: str, suffix: str) -> set[str]:
+        """Stems of the files ``folder/<stem><suffix>`` (hidden temporary files left out)."""
+        found = self.fs.get_file_info(pafs.FileSelector(self.path(folder), allow_not_found=True))
+        names = (i.base_name for i in found if i.is_file)
+        return {n[: -len(suffix)] for n in names if n.endswith(suffix) and not n.startswith(".")}
+
+    def finished(self) -> list[str]:
+        """The shards with a completion marker, in natural order."""
+        return sorted(self.listed(DONE, ".json"), key=natural_key)
+
+    def remove_orphans(self, shards: Iterable[str]) -> int:
+        """Remove the temporary files of ``shards`` that an interrupted run left; how many.
+
+        Only the shards of this run: a concurrent run into the same directory writing other shards
+        keeps its files. Object stores have none (files are written in place).
+        """
+        if not self.renames:
+            return 0
+        wanted = set(shards)
+        removed = 0
+        for folder in (*TABLES, DONE):
+            for info in self.fs.get_file_info(pafs.FileSelector(self.path(folder), allow_not_found=True)):
+                if info.is_file and _temp_of(info.base_name) in wanted:
+                    self.fs.delete_file(info.path)
+                    removed += 1
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run in %s", removed, self.root)
+        return removed
 
     def write_shard(self, shard: str, tables: dict[str, pa.Table], stats: dict) -> None:
         """Write every table of ``shard`` atomically, then its completion marker."""

@@ -40,7 +40,7 @@ def _scheme(url: str) -> str:
     return "" if len(scheme) <= 1 else scheme.lower()
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
     """The local file-system path of ``url``, or None when it names a remote object."""
     scheme = _scheme(url)
     if scheme == "":
@@ -50,7 +50,7 @@ def _local_path(url: str) -> str | None:
     return None
 
 
-def _remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
+def remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow file system and path for a remote URL (fsspec wrapped when pyarrow lacks it)."""
     try:
         return pafs.FileSystem.from_uri(url)
@@ -72,14 +72,14 @@ def _remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
 
 def _open_raw(url: str, stack: contextlib.ExitStack, random_access: bool) -> BinaryIO:
     """The input's bytes as they are stored (a seekable file when ``random_access``)."""
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None:
         if os.path.isdir(local):
             raise ValueError(f"input {url!r} is a directory; expand it with expand_inputs()")
         if not os.path.isfile(local):
             raise FileNotFoundError(f"input not found: {url!r}")
         return stack.enter_context(open(local, "rb"))
-    fs, path = _remote_fs(url)
+    fs, path = remote_fs(url)
     kind = fs.get_file_info(path).type
     if kind == pafs.FileType.NotFound:
         raise FileNotFoundError(f"input not found: {url!r}")
@@ -88,6 +88,12 @@ def _open_raw(url: str, stack: contextlib.ExitStack, random_access: bool) -> Bin
     if random_access:
         return stack.enter_context(fs.open_input_file(path))
     return stack.enter_context(fs.open_input_stream(path, compression=None))
+
+
+def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow file system and path for a local path or a URL (any scheme inputs take)."""
+    local = local_path(url)
+    return (pafs.LocalFileSystem(), local) if local is not None else remote_fs(url)
 
 
 @contextlib.contextmanager
@@ -99,7 +105,7 @@ def open_input(url: str) -> Iterator[BinaryIO]:
     """
     with contextlib.ExitStack() as stack:
         raw = _open_raw(url, stack, random_access=False)
-        if (_local_path(url) or urlparse(url).path).lower().endswith(".gz"):
+        if (local_path(url) or urlparse(url).path).lower().endswith(".gz"):
             raw = stack.enter_context(io.BufferedReader(GunzipStream(raw), buffer_size=1 << 16))
         logger.debug("opened %s", url)
         yield raw
@@ -205,7 +211,7 @@ def _expand_remote(url: str) -> tuple[list[str], bool]:
     rest = url[len(prefix) :]
     match = _GLOB_CHARS.search(rest)
     base = rest if match is None else rest[: rest.rfind("/", 0, match.start()) + 1]
-    fs, path = _remote_fs(prefix + base)
+    fs, path = remote_fs(prefix + base)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return ([url] if match is None else []), match is not None
@@ -234,7 +240,7 @@ def expand_inputs(inputs: Sequence[str], accept: Callable[[str], bool] | None = 
     found: dict[str, None] = {}
     empty: list[str] = []
     for item in inputs:
-        local = _local_path(item)
+        local = local_path(item)
         files, expanded = _expand_local(local) if local is not None else _expand_remote(item)
         if expanded:
             files = [f for f in files if not is_hidden(f)]

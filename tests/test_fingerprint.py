@@ -26,3 +26,11 @@ def test_models_are_identified_by_content_not_place(tmp_path):
         (d / "model.safetensors").write_bytes(weights)
     assert fp(model=str(a)) != fp(model=str(b))  # same names and sizes, other weights
     assert fp(model=str(a)) == fp(model=str(c))  # same content elsewhere
+
+
+def test_the_reader_version_is_part_of_the_fingerprint(monkeypatch):
+    from bulkner import reader
+
+    before = fp()
+    monkeypatch.setattr(reader, "READER_VERSION", reader.READER_VERSION + 1)
+    assert fp() != before

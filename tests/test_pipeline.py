@@ -129,7 +129,7 @@ def test_selector_scores_and_filters_parsed_spans():
 
 
 def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):
-    from bulkner.runner.shard import collect
+    from bulkner.reader import collect
 
     def article(pmid, title):
         return (f"<PubmedArticle><MedlineCitation><PMID Version='1'>{pmid}</PMID><Article>"

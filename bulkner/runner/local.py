@@ -10,6 +10,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bulkner.config import RunConfig
+from bulkner.connectors.fs import shard_name
 from bulkner.runner.shard import ShardReport, ShardWorker, plan
 from bulkner.writer import OutputDir
 
@@ -45,11 +46,18 @@ class RunSummary:
         merged = self.merged("rejects_by_reason", ("done", "skipped"))
         return sum(n for k, n in merged.items() if k.split("/")[0] in INPUT_REJECT_STAGES)
 
+    @property
+    def redone_changed(self) -> int:
+        """Shards done before and redone because their input changed since (``ShardReport.changed``);
+        a redo that failed counts here and under ``failed``."""
+        return sum(bool(r.changed) for r in self.reports)
+
     def as_dict(self) -> dict:
         seconds = sum(r.stats.get("seconds", 0) for r in self.reports if r.status == "done")
         sentences = self.total("sentences")
         return {
             "shards": {s: self.count(s) for s in ("done", "skipped", "failed")},
+            "redone_changed": self.redone_changed,
             "failed": {r.shard: r.error for r in self.reports if r.status == "failed"},
             "documents": self.total("documents"),
             "tombstones": self.total("tombstones"),
@@ -73,6 +81,7 @@ def run(inputs: Sequence[str], config: RunConfig, with_model: bool = True, progr
     worker = ShardWorker(config, with_model=with_model, progress=progress)
     out = OutputDir(config.out)
     out.claim(worker.fingerprint)
+    out.remove_orphans(shard_name(url) for url in urls)
     summary = RunSummary()
     try:
         for url in tqdm(urls, desc="shards", unit="shard", disable=not progress):

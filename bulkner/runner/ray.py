@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from bulkner.config import RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.runner.local import RunSummary
-from bulkner.runner.shard import ShardReport, ShardWorker, plan
+from bulkner.runner.shard import ShardReport, ShardWorker, finished, plan
 from bulkner.writer import OutputDir
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,14 @@ def run(
     probe = ShardWorker(config, with_model=with_model)
     out = OutputDir(config.out)
     out.claim(probe.fingerprint)
+    out.remove_orphans(shard_name(url) for url in urls)
     summary = RunSummary()
     todo = []
-    for url in urls:
-        marker = out.done(shard_name(url))
+    for url in urls:  # changed inputs are redone (and said so) by the actor's ShardWorker.process
+        try:
+            marker, _ = finished(url, out)
+        except OSError:  # the input vanished: the actor reports the shard failed
+            marker = None
         if marker is None:
             todo.append(url)
         else:

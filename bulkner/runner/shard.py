@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from bulkner.config import InputConfig, RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.fingerprint import fingerprint
+from bulkner.identity import change, input_identity
 from bulkner.pipeline import Tagger, TagStats, build_tagger, segment
-from bulkner.reader import discover, read_records
-from bulkner.schema import Document, Reject, Tombstone
+from bulkner.reader import collect, discover
 from bulkner.types import resolve_types
 from bulkner.writer import (
     OutputDir,
@@ -41,6 +41,8 @@ class ShardReport:
     """``done``, ``skipped`` (already done with this fingerprint) or ``failed``."""
     stats: dict = field(default_factory=dict)
     error: str = ""
+    changed: str = ""
+    """Why the shard was redone although it was done: its input changed since (``identity.change``)."""
 
 
 def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
@@ -56,22 +58,14 @@ def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
     return urls
 
 
-def collect(url: str, options: InputConfig = InputConfig()) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
-    """Read a shard. Within it the last record of a doc_id wins: a repeated document replaces the
-    earlier one (counted), a later DeleteCitation removes it, a later document revives it."""
-    latest: dict[str, Document | Tombstone] = {}
-    rejects: list[Reject] = []
-    replaced = 0
-    for record in read_records(url, options):
-        if isinstance(record, Reject):
-            rejects.append(record)
-            continue
-        previous = latest.pop(record.doc_id, None)
-        replaced += isinstance(record, Document) and isinstance(previous, Document)
-        latest[record.doc_id] = record
-    documents = [r for r in latest.values() if isinstance(r, Document)]
-    tombstones = [r for r in latest.values() if isinstance(r, Tombstone)]
-    return documents, tombstones, rejects, replaced
+def finished(url: str, out: OutputDir) -> tuple[dict | None, str]:
+    """The completion marker of ``url``'s shard when it was done from this very input (None when
+    not), and why it must be redone when its input changed since (``identity.change``), else ``""``."""
+    marker = out.done(shard_name(url))
+    if marker is None:
+        return None, ""
+    changed = change(marker.get("input_identity"), url)
+    return (None, changed) if changed else (marker, "")
 
 
 class ShardWorker:
@@ -106,20 +100,30 @@ class ShardWorker:
 
     def process(self, url: str, out: OutputDir) -> ShardReport:
         """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
-        shard = shard_name(url)
-        marker = out.done(shard)
-        if marker is not None:
-            return ShardReport(shard, "skipped", marker)
+        shard, changed = shard_name(url), ""
+        try:
+            marker, changed = finished(url, out)
+            if marker is not None:
+                return ShardReport(shard, "skipped", marker)
+            if changed:
+                log.warning("shard %s: its input %s changed since it was done (%s); redoing it", shard, url, changed)
+                out.undo(shard)  # until the new marker is written, readers of the outputs skip the shard
+        except OSError as err:  # the input vanished, or the output directory cannot be read
+            return self._failed(shard, err, changed)
         self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
         try:
-            return ShardReport(shard, "done", self._process(url, shard, out))
+            return ShardReport(shard, "done", self._process(url, shard, out), changed=changed)
         except Exception as err:  # a bad shard must not stop the run: report it and go on
-            log.error("shard %s failed: %s: %s", shard, type(err).__name__, err)
-            log.debug("shard %s failed", shard, exc_info=True)
-            return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}")
+            return self._failed(shard, err, changed)
+
+    def _failed(self, shard: str, err: Exception, changed: str) -> ShardReport:
+        log.error("shard %s failed: %s: %s", shard, type(err).__name__, err)
+        log.debug("shard %s failed", shard, exc_info=True)
+        return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
         started = time.perf_counter()
+        identity = input_identity(url)  # before reading: an input changed while read is redone next run
         documents, tombstones, rejects, replaced = collect(url, self.config.input)
         sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
         rejects += segment_rejects
@@ -139,6 +143,7 @@ class ShardWorker:
         report = {
             "shard": shard,
             "input": url,
+            "input_identity": identity,
             "fingerprint": self.fingerprint["hash"],
             "documents": len(documents),
             "passages": sum(len(d.passages) for d in documents),

@@ -72,3 +72,22 @@ def test_a_failing_shard_fails_alone(tmp_path, ray_local):
     broken = run([str(tmp_path / "in" / "good.xml.gz")], RunConfig(out=str(tmp_path / "o2"), engine=engine),
                  replicas=1, progress=False)
     assert [r.status for r in broken.reports] == ["failed"] and "no-such-model" in broken.reports[0].error
+
+
+def test_a_changed_input_is_redone(tmp_path, ray_local):
+    import gzip
+
+    from bulkner.cli import sample_input
+    from bulkner.runner.ray import run
+
+    sample = gzip.decompress(Path(sample_input()).read_bytes())
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cut.xml").write_bytes(sample[: sample.rindex(b"<PubmedArticle>") + 200])
+    (tmp_path / "in" / "whole.xml").write_bytes(sample)
+    config = RunConfig(out=str(tmp_path / "out"))
+    run([str(tmp_path / "in")], config, with_model=False, progress=False)
+    (tmp_path / "in" / "cut.xml").write_bytes(sample)
+    again = run([str(tmp_path / "in")], config, with_model=False, progress=False)
+    assert {r.shard: r.status for r in again.reports} == {"cut": "done", "whole": "skipped"}
+    assert again.as_dict()["redone_changed"] == 1
+    assert len(set(pq.read_table(tmp_path / "out" / "documents" / "cut.parquet").column("doc_id").to_pylist())) == 4

@@ -1,0 +1,47 @@
+"""Reading a run's output tables: only shards that finished, never a crashed shard's partial files.
+
+A shard counts once its completion marker (``OUT/_done/<shard>.json``) is written; that is the
+last file of a shard, and a shard being redone loses its marker first. Works on local paths and
+object-store URLs, like ``OutputDir``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from bulkner.schema import TABLES
+from bulkner.writer import OutputDir
+
+
+def _finished(out: str, table: str) -> tuple[OutputDir, list[str]]:
+    """The output directory and its finished shards that have ``table``, in natural order."""
+    if table not in TABLES:
+        raise ValueError(f"no table {table!r}; the tables are {', '.join(TABLES)}")
+    directory = OutputDir(out)
+    if directory.fs.get_file_info(directory.root).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no output directory at {out!r}")
+    written = directory.listed(table, ".parquet")
+    return directory, [shard for shard in directory.finished() if shard in written]
+
+
+def finished_files(out: str, table: str) -> list[str]:
+    """The Parquet files of ``table`` from finished shards, as local paths or URLs like ``out``
+    (for DuckDB, pandas, Spark...). A table a run does not write (``entities`` of a split) has none."""
+    directory, shards = _finished(out, table)
+    if directory.fs.type_name == "local":
+        return [directory.path(table, f"{shard}.parquet") for shard in shards]
+    return [posixpath.join(out.rstrip("/"), table, f"{shard}.parquet") for shard in shards]
+
+
+def read_table(out: str, table: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """``table`` (``documents``, ``sentences``, ``entities``, ``rejects``, ``tombstones``) over the
+    finished shards of the output directory ``out``, optionally only ``columns``."""
+    directory, shards = _finished(out, table)
+    paths = [directory.path(table, f"{shard}.parquet") for shard in shards]
+    dataset = ds.dataset(paths, schema=TABLES[table], format="parquet", filesystem=directory.fs)
+    return dataset.to_table(columns=list(columns) if columns is not None else None)
