@@ -43,7 +43,8 @@ from typing import BinaryIO, NamedTuple
 from lxml import etree
 
 from bulkner.connectors.fs import GunzipStream, open_input
-from bulkner.connectors.xmlstream import MALFORMED, normalise_text, release
+from bulkner.connectors.xmlstream import (INT64_MAX, MALFORMED, Chunk, Prolog, RecordError, RecordSplitter,
+                                          bounded_int, normalise_text, parse_document, read_record, safe_parser)
 from bulkner.schema import Document, Passage, Reject, read_reject
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ _ARTICLE_PARTS = frozenset({"body", "back", "floats-group"})
 _SUB_ARTICLES = frozenset({"sub-article", "response"})
 _MEMBER_SUFFIXES = (".xml", ".nxml", ".xml.gz", ".nxml.gz")
 _PMC = re.compile(r"(?:PMC)?([0-9]+)", re.IGNORECASE)
-_DIGITS = re.compile(r"[0-9]+")
+_ID_BYTES = re.compile(
+    rb"""<article-id\b[^>]*\bpub-id-type\s*=\s*["'](pmcid|pmc|pmid)["'][^>]*>\s*(?:PMC)?([0-9]{1,32})\s*<""",
+    re.IGNORECASE,
+)
+"""An article's ids as its bytes show them, to name the reject of an article that does not parse."""
 _BROKEN_PACKAGE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 """Errors that mean a package's tar (or its gzip) stream is broken or cut short."""
 
@@ -261,11 +266,19 @@ def _doc_id(ids: dict[str, str]) -> str | None:
     """``pmc:PMC<digits>``, else ``pmid:<digits>``, else ``doi:<doi>``; None without any."""
     for kind in ("pmcid", "pmc"):
         match = _PMC.fullmatch(ids.get(kind, ""))
-        if match:
-            return f"pmc:PMC{int(match.group(1))}"
-    if _DIGITS.fullmatch(ids.get("pmid", "")):
-        return f"pmid:{int(ids['pmid'])}"
+        number = bounded_int(match.group(1), 1, INT64_MAX) if match else None
+        if number is not None:
+            return f"pmc:PMC{number}"
+    pmid = _pmid(ids)
+    if pmid is not None:
+        return f"pmid:{pmid}"
     return f"doi:{ids['doi']}" if "doi" in ids else None
+
+
+def _pmid(ids: dict[str, str]) -> str | None:
+    """The article's PMID (digits, no leading zeros), None without one that fits 64 bits."""
+    number = bounded_int(ids.get("pmid", ""), 1, INT64_MAX)
+    return None if number is None else str(number)
 
 
 def _license(meta: etree._Element | None) -> str | None:
@@ -288,63 +301,87 @@ def parse_article(article: etree._Element, where: str) -> Document | Reject:
     passages = ([Passage("title", title)] if title else []) + list(_content(article, _At("paragraph")))
     if not passages:
         return read_reject("no_text", doc_id, f"{where}: no title and no text")
-    pmid = str(int(ids["pmid"])) if _DIGITS.fullmatch(ids.get("pmid", "")) else None
+    pmid = _pmid(ids)
     return Document(doc_id=doc_id, version=1, passages=tuple(passages), pmid=pmid, doi=ids.get("doi"),
                     license=_license(meta))
 
 
-def _articles(stream: BinaryIO, where: str) -> Iterator[etree._Element]:
-    """Yield each ``<article>`` of a JATS stream (the root, or each child of an article set), then
-    free it."""
-    events = etree.iterparse(
-        stream,
-        events=("start", "end"),
-        tag=tuple(JATS_ROOTS),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    root: etree._Element | None = None
-    for event, el in events:
-        if root is None:
-            if event != "start" or el.getparent() is not None:
-                raise ValueError(f"{where}: unknown root element <{el.getroottree().getroot().tag}>, not JATS XML")
-            root = el
-        elif event == "end" and el.tag == "article" and (el is root or el.getparent() is root):
-            yield el
-            release(el)
-    if root is None and events.root is not None:
-        raise ValueError(f"{where}: unknown root element <{events.root.tag}>, not JATS XML")
+def _lost(chunk: Chunk, where: str, error: RecordError) -> Reject:
+    """The reject of an article that cannot be read, named by the id its bytes show (``pmc:PMC<n>``,
+    else ``pmid:<n>``), else by its byte range."""
+    ids: dict[str, int] = {}
+    for match in _ID_BYTES.finditer(chunk.data):
+        number = bounded_int(match.group(2).decode(), 1, INT64_MAX)
+        if number is not None:
+            ids.setdefault("pmid" if match.group(1).lower() == b"pmid" else "pmc", number)
+    record = f"pmc:PMC{ids['pmc']}" if "pmc" in ids else f"pmid:{ids['pmid']}" if "pmid" in ids else None
+    return read_reject(error.reason, record or f"{where}@{chunk.start}-{chunk.end}",
+                       f"bytes {chunk.start}-{chunk.end}: {error}")
+
+
+def _whole_article(splitter: RecordSplitter, prolog: Prolog, where: str) -> tuple[etree._Element, int] | Reject:
+    """The article of a file whose root is ``<article>`` (parsed whole), or its reject."""
+    try:
+        return parse_document(prolog.before + prolog.start_tag + splitter.rest(), safe_parser(), prolog.utf8)
+    except MALFORMED as exc:
+        return read_reject("malformed_xml", where, f"{type(exc).__name__}: {exc}")
+    except RecordError as exc:
+        return read_reject(exc.reason, where, str(exc))
+
+
+def _articles(splitter: RecordSplitter, prolog: Prolog, where: str) -> Iterator[tuple[etree._Element, int] | Reject]:
+    """Each ``<article>`` of an article set parsed on its own (with its repair count), or its reject."""
+    parser = safe_parser()
+    for chunk in splitter.chunks(frozenset({"article"})):
+        try:
+            yield read_record(prolog, chunk, parser)
+        except RecordError as exc:
+            yield _lost(chunk, where, exc)
 
 
 def iter_jats(stream: BinaryIO, where: str) -> Iterator[Document | Reject]:
-    """Articles of an open JATS stream; a broken stream ends with a ``malformed_xml`` reject.
+    """Articles of an open JATS stream. Each article of an article set is parsed on its own: a
+    broken one is a reject and the next still reads; a broken single-article file is one
+    ``malformed_xml`` reject naming the file.
 
     Raises ``ValueError`` when the root element is not ``article`` or ``pmc-articleset``.
     """
-    counts = {"articles": 0, "rejects": 0}
+    splitter = RecordSplitter(stream)
     try:
-        for article in _articles(stream, where):
-            counts["articles"] += 1
-            item = parse_article(article, f"{where}#{counts['articles']}")
-            counts["rejects"] += isinstance(item, Reject)
-            yield item
+        prolog = splitter.prolog()
     except MALFORMED as exc:
-        logger.warning("%s: malformed input after %d articles: %s", where, counts["articles"], exc)
-        counts["rejects"] += 1
+        logger.warning("%s: no readable root element: %s", where, exc)
         yield read_reject("malformed_xml", where, f"{type(exc).__name__}: {exc}")
-    logger.debug("%s: %s", where, counts)
+        return
+    if prolog.root not in JATS_ROOTS:
+        raise ValueError(f"{where}: unknown root element <{prolog.root}>, not JATS XML")
+    if prolog.root == "article":
+        parsed: Iterator[tuple[etree._Element, int] | Reject] = iter([_whole_article(splitter, prolog, where)])
+    else:
+        parsed = _articles(splitter, prolog, where)
+    counts: Counter = Counter()
+    for position, result in enumerate(parsed, 1):
+        if isinstance(result, Reject):
+            item = result
+        else:
+            item = parse_article(result[0], f"{where}#{position}")
+            if result[1]:
+                counts["repaired"] += 1
+                logger.warning("%s#%d: kept with %d invalid bytes or characters replaced by U+FFFD",
+                               where, position, result[1])
+        counts["documents" if isinstance(item, Document) else "rejects"] += 1
+        yield item
+    logger.debug("%s: %s", where, dict(counts))
 
 
 def read_jats(url: str) -> Iterator[Document | Reject]:
     """Stream the documents and rejects of one JATS file (``.xml``/``.nxml``, ``.gz`` or not).
 
     Raises ``FileNotFoundError`` for a missing input and ``ValueError`` when the root element is
-    not ``article`` or ``pmc-articleset``; a bad article and a truncated or malformed file become
-    ``Reject`` items instead (articles completed before the break still come out).
+    not ``article`` or ``pmc-articleset``. An article of a set that cannot be read is one
+    ``Reject`` named by its id (``pmc:PMC<n>``, else ``pmid:<n>``) when its bytes show one, else
+    ``<url>@<start>-<end>``, and the other articles still come out; a broken single-article file is
+    one ``Reject`` naming the file. Bad bytes are repaired as in ``read_pubmed``.
     """
     with open_input(url) as stream:
         yield from iter_jats(stream, url)

@@ -1,33 +1,39 @@
 """Streaming reader for PubMed/MEDLINE XML (baseline and update files, 2016 MEDLINE format).
 
-Memory stays bounded by one record: each record element is cleared once converted and its
-processed siblings are dropped from the tree. The parser never loads DTDs, never touches the
-network and never expands entities (an entity reference stays as its literal ``&name;`` text).
+The file is cut into its records at the byte level and each record is parsed on its own
+(``xmlstream.RecordSplitter``), so a broken record costs that record only and memory stays bounded
+by one record. Every record of the file comes out as a document, tombstones (one per deleted PMID)
+or rejects. The parser never loads DTDs, never touches the network and never expands entities (an
+entity reference stays as its literal ``&name;`` text).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO
 
 from lxml import etree
 
 from bulkner.connectors.fs import open_input
-from bulkner.connectors.xmlstream import MALFORMED, normalise_text, release
+from bulkner.connectors.xmlstream import (INT32_MAX, INT64_MAX, MALFORMED, Chunk, RecordError, RecordSplitter,
+                                          bounded_int, normalise_text, read_record, safe_parser)
 from bulkner.schema import Document, Passage, Reject, Tombstone, read_reject
 
 logger = logging.getLogger(__name__)
 
-Item = Union[Document, Tombstone, Reject]
+Item = Document | Tombstone | Reject
 
 ROOTS = frozenset({"PubmedArticleSet", "MedlineCitationSet"})
 """Root elements we read; any other root is an unreadable shard (``ValueError``)."""
-RECORDS = frozenset({"PubmedArticle", "PubmedBookArticle", "MedlineCitation"})
+RECORDS = {"PubmedArticleSet": frozenset({"PubmedArticle", "PubmedBookArticle"}),
+           "MedlineCitationSet": frozenset({"MedlineCitation"})}
+"""The record elements directly under each root."""
 DELETIONS = frozenset({"DeleteCitation", "DeleteDocument"})
 
-_PMID = re.compile(r"[0-9]+")
+_PMID_BYTES = re.compile(rb"<PMID\b[^>]*>\s*([0-9]{1,32})\s*</PMID>")
 
 
 def _abstract_passages(abstract: etree._Element | None, kind: str, lang: str | None) -> list[Passage]:
@@ -43,7 +49,7 @@ def _abstract_passages(abstract: etree._Element | None, kind: str, lang: str | N
     return passages
 
 
-_Parts = tuple[Optional[etree._Element], Optional[etree._Element], Optional[etree._Element], list]
+_Parts = tuple[etree._Element | None, etree._Element | None, etree._Element | None, list]
 
 
 def _parts(record: etree._Element) -> _Parts:
@@ -77,12 +83,15 @@ def parse_record(record: etree._Element, position: int) -> Document | Reject:
     raw = (pmid_el.text or "").strip() if pmid_el is not None else ""
     if not raw:
         return read_reject("missing_pmid", where, "record has no PMID")
-    if not _PMID.fullmatch(raw):
-        return read_reject("bad_pmid", raw[:64], f"{where}: PMID is not a number")
-    pmid = str(int(raw))
+    number = bounded_int(raw, 1, INT64_MAX)
+    if number is None:
+        return read_reject("bad_pmid", raw[:64], f"{where}: PMID is not a number from 1 to {INT64_MAX}")
+    pmid = str(number)
     version_raw = (pmid_el.get("Version") or "1").strip()
-    if not _PMID.fullmatch(version_raw):
-        return read_reject("bad_version", f"pmid:{pmid}", f"PMID/@Version {version_raw[:32]!r} is not a number")
+    version = bounded_int(version_raw, 1, INT32_MAX)  # doc_version is an int32 column
+    if version is None:
+        return read_reject("bad_version", f"pmid:{pmid}",
+                           f"PMID/@Version {version_raw[:32]!r} is not a number from 1 to {INT32_MAX}")
     passages = []
     title_text = normalise_text(title)
     if title_text:
@@ -92,7 +101,7 @@ def parse_record(record: etree._Element, position: int) -> Document | Reject:
         passages += _abstract_passages(other, "other_abstract", other.get("Language") or None)
     if not passages:
         return read_reject("no_text", f"pmid:{pmid}", "no title and no abstract text")
-    return Document(doc_id=f"pmid:{pmid}", version=int(version_raw), passages=tuple(passages), pmid=pmid, doi=_doi(record))
+    return Document(doc_id=f"pmid:{pmid}", version=version, passages=tuple(passages), pmid=pmid, doi=_doi(record))
 
 
 def _doi(record: etree._Element) -> str | None:
@@ -111,69 +120,71 @@ def parse_deletion(deletion: etree._Element) -> Iterator[Tombstone | Reject]:
     """One tombstone per PMID of a ``DeleteCitation``/``DeleteDocument`` element."""
     for pmid_el in deletion.iterfind("PMID"):
         raw = (pmid_el.text or "").strip()
-        if _PMID.fullmatch(raw):
-            yield Tombstone(doc_id=f"pmid:{int(raw)}")
+        number = bounded_int(raw, 1, INT64_MAX)
+        if number is not None:
+            yield Tombstone(doc_id=f"pmid:{number}")
         else:
-            yield read_reject("bad_pmid", raw[:64] or deletion.tag, f"{deletion.tag}: PMID is not a number")
+            yield read_reject("bad_pmid", raw[:64] or deletion.tag, f"{deletion.tag}: PMID is not a number from 1 to "
+                                                                     f"{INT64_MAX}")
 
 
-def _top_level(stream: BinaryIO, url: str) -> Iterator[etree._Element]:
-    """Yield each record and deletion element directly under a known root, then free it."""
-    events = etree.iterparse(
-        stream,
-        events=("start", "end"),
-        tag=tuple(ROOTS | RECORDS | DELETIONS),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    root: etree._Element | None = None
-    for event, el in events:
-        if root is None:
-            if event != "start" or el.tag not in ROOTS or el.getparent() is not None:
-                top = el
-                while top.getparent() is not None:
-                    top = top.getparent()
-                raise ValueError(f"{url}: unknown root element <{top.tag}>, not PubMed XML")
-            root = el
-        elif event == "end" and el.getparent() is root:
-            yield el
-            release(el)
-    if root is None and events.root is not None:
-        raise ValueError(f"{url}: unknown root element <{events.root.tag}>, not PubMed XML")
+def _lost(chunk: Chunk, url: str, error: RecordError) -> list[Reject]:
+    """Rejects for a chunk that cannot be read: one per PMID of a deletion list, else one naming
+    the record's PMID when its bytes show one, else its byte range."""
+    where = f"{url}@{chunk.start}-{chunk.end}"
+    detail = f"bytes {chunk.start}-{chunk.end}: {error}"
+    numbers = (bounded_int(match.group(1).decode(), 1, INT64_MAX) for match in _PMID_BYTES.finditer(chunk.data))
+    pmids = [f"pmid:{number}" for number in numbers if number is not None]
+    if chunk.tag in DELETIONS and pmids:
+        return [read_reject(error.reason, pmid, f"{chunk.tag} not applied: {detail}") for pmid in pmids]
+    return [read_reject(error.reason, pmids[0] if pmids else where, detail)]
 
 
 def iter_pubmed(stream: BinaryIO, url: str) -> Iterator[Document | Tombstone | Reject]:
-    """Records of an open PubMed XML stream; a broken stream ends with a ``malformed_xml`` reject."""
-    counts = {"records": 0, "tombstones": 0, "rejects": 0}
+    """Records of an open PubMed XML stream, each parsed on its own: a broken record (bad markup,
+    too many bad bytes, cut by the end of the input) is a reject and the next record still reads.
+
+    Raises ``ValueError`` when the root element is not ``PubmedArticleSet`` or
+    ``MedlineCitationSet``; input with no readable root at all is one ``malformed_xml`` reject.
+    """
+    splitter = RecordSplitter(stream)
     try:
-        for el in _top_level(stream, url):
-            if el.tag in DELETIONS:
-                items: list[Item] = list(parse_deletion(el))
-            elif el.tag in RECORDS:
-                counts["records"] += 1
-                items = [parse_record(el, counts["records"])]
-            else:
-                continue
-            counts["tombstones"] += sum(isinstance(item, Tombstone) for item in items)
-            counts["rejects"] += sum(isinstance(item, Reject) for item in items)
-            yield from items
+        prolog = splitter.prolog()
     except MALFORMED as exc:
-        logger.warning("%s: malformed input after %d records: %s", url, counts["records"], exc)
-        counts["rejects"] += 1
+        logger.warning("%s: no readable root element: %s", url, exc)
         yield read_reject("malformed_xml", url, f"{type(exc).__name__}: {exc}")
-    logger.info("%s: %s", url, counts)
+        return
+    if prolog.root not in ROOTS:
+        raise ValueError(f"{url}: unknown root element <{prolog.root}>, not PubMed XML")
+    parser, counts = safe_parser(), Counter()
+    for chunk in splitter.chunks(RECORDS[prolog.root] | DELETIONS):
+        counts["records"] += chunk.tag in RECORDS[prolog.root]
+        try:
+            el, repairs = read_record(prolog, chunk, parser)
+        except RecordError as exc:
+            items: list[Item] = _lost(chunk, url, exc)
+        else:
+            items = list(parse_deletion(el)) if el.tag in DELETIONS else [parse_record(el, counts["records"])]
+            if repairs:
+                counts["repaired"] += 1
+                logger.warning("%s: bytes %d-%d kept with %d invalid bytes or characters replaced by U+FFFD",
+                               url, chunk.start, chunk.end, repairs)
+        for item in items:
+            counts[type(item).__name__.lower() + "s"] += 1
+            yield item
+    logger.info("%s: %s", url, dict(counts))
 
 
 def read_pubmed(url: str) -> Iterator[Document | Tombstone | Reject]:
     """Stream the documents, tombstones and rejects of one PubMed XML file (``.gz`` or not).
 
     Raises ``FileNotFoundError`` for a missing input and ``ValueError`` when the root element is
-    not ``PubmedArticleSet`` or ``MedlineCitationSet``; bad records and a truncated or malformed
-    file become ``Reject`` items instead.
+    not ``PubmedArticleSet`` or ``MedlineCitationSet``. Each record that cannot be read (bad
+    markup, too many bad bytes, an out-of-range number, cut off by a truncated or corrupt file) is
+    one ``Reject`` (one per PMID for a deletion list), named ``pmid:<n>`` when its bytes show a
+    PMID, else ``<url>@<start>-<end>`` (byte offsets in the decompressed file); every other record
+    still comes out. A record with a few invalid UTF-8 bytes or forbidden control characters is
+    kept with each replaced by U+FFFD (logged, and counted as ``repaired``).
     """
     with open_input(url) as stream:
         yield from iter_pubmed(stream, url)

