@@ -417,6 +417,38 @@ def train_selector_cmd(
     typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  dev F1 {report['dev_f1']:.3f}  ({report['steps']} steps)")
 
 
+@app.command("export")
+def export_cmd(
+    out: str = typer.Argument(..., help="Output directory or object-store URL of a run."),
+    fmt: str = typer.Option(..., "--format", help="pubtator, bioc-json, bioc-xml or jsonl."),
+    output: Path = typer.Option(..., "--output", help="File to write (replaced when it exists)."),
+    types: Optional[str] = typer.Option(None, help="Comma-separated entity types to export (default: all)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar over shards."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Export the latest documents of OUT's finished shards with their entities as PubTator, BioC or JSONL."""
+    from bulkner.export import WRITERS, export
+
+    setup_logging(verbose)
+    if fmt not in WRITERS:
+        fail(f"unknown --format {fmt!r}; formats are {', '.join(WRITERS)}")
+    output_file(output, "--output")
+    wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    try:
+        stats = export(out, fmt, output, wanted, progress=progress)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    except ImportError as err:
+        fail(str(err), 1)
+    except OSError as err:
+        fail(f"cannot write {output}: {err.strerror or err}", 1)
+    typer.echo(f"exported {stats['documents']} documents ({stats['passages']} passages, {stats['entities']} entities) "
+               f"from {stats['shards']} shards to {output}")
+    typer.echo(f"left out: {stats['superseded']} replaced by a later shard or deleted ({stats['deleted']} doc_ids deleted)")
+    for reason, n in stats["skipped"].items():
+        typer.echo(f"  skipped {reason}: {n}")
+
+
 @app.command("types")
 def list_types() -> None:
     """List the preset entity types and their definitions."""
