@@ -449,6 +449,34 @@ def export_cmd(
         typer.echo(f"  skipped {reason}: {n}")
 
 
+@app.command("report")
+def report_cmd(
+    out: str = typer.Argument(..., help="Output directory or object-store URL of a run (or of bulkner split)."),
+    output: Path = typer.Option(..., "--output", help="HTML file to write (replaced when it exists)."),
+    sentences: int = typer.Option(500, "--sentences", help="Sentences with entities sampled for the viewer (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the viewer's random sample."),
+    top: int = typer.Option(20, help="Most frequent mentions shown per type."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Write one self-contained HTML page about OUT's finished shards: entities by type, top mentions,
+    throughput per shard, rejects, the fingerprint and a viewer of sampled tagged sentences."""
+    from bulkner.report import write_report
+
+    setup_logging(verbose)
+    output_file(output, "--output")
+    try:
+        report = write_report(out, output, sentences=sentences, seed=seed, top=top)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"cannot write {output}: {err.strerror or err}", 1)
+    if report.entities_by_type is None:
+        tagged = "no entities table: a bulkner split output"
+    else:
+        tagged = f"{sum(report.entities_by_type.values())} entities, {len(report.sentences)} of {report.candidates} tagged sentences shown"
+    typer.echo(f"report of {len(report.markers)} finished shards ({tagged}) written to {output}")
+
+
 @app.command("types")
 def list_types() -> None:
     """List the preset entity types and their definitions."""

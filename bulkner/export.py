@@ -37,11 +37,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from bulkner.connectors.fs import natural_key
-from bulkner.tables import finished_files
+from bulkner.tables import finished_shards, read_shard
 from bulkner.writer import OutputDir
 
 log = logging.getLogger(__name__)
@@ -100,14 +99,6 @@ def _score(value: float) -> float:
     return float(f"{value:.6g}")  # float32 → the digits it holds
 
 
-def _read(directory: OutputDir, table: str, shard: str, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(directory.path(table, f"{shard}.parquet"), columns=columns, filesystem=directory.fs)
-
-
-def _shards(out: str, table: str) -> list[str]:
-    return [Path(f).name.removesuffix(".parquet") for f in finished_files(out, table)]
-
-
 def latest_ids(directory: OutputDir, tables: dict[str, set[str]]) -> tuple[dict[str, pa.Array], int]:
     """Per shard, the doc_ids whose latest record is a document of that shard, and how many doc_ids
     a tombstone deletes last. ``tables``: the finished shards of ``documents`` and ``tombstones``.
@@ -119,7 +110,7 @@ def latest_ids(directory: OutputDir, tables: dict[str, set[str]]) -> tuple[dict[
     for i, shard in enumerate(shards):
         for table, rank in (("documents", 2 * i), ("tombstones", 2 * i + 1)):
             if shard in tables[table]:
-                ids = _read(directory, table, shard, ["doc_id"]).column("doc_id")
+                ids = read_shard(directory, table, shard, ["doc_id"]).column("doc_id")
                 parts.append(pa.table({"doc_id": ids, "rank": pa.repeat(pa.scalar(rank, pa.int64()), len(ids))}))
     latest = pa.concat_tables(parts).group_by("doc_id").aggregate([("rank", "max")])
     deleted = pc.equal(pc.bit_wise_and(latest["rank_max"], 1), 1)
@@ -165,20 +156,20 @@ class LatestDocuments:
 
     def __init__(self, out: str) -> None:
         self.directory = OutputDir(out)
-        self.with_documents = _shards(out, "documents")
+        self.with_documents = finished_shards(out, "documents")
         if not self.with_documents:
             raise ValueError(f"{out} has no finished shard with documents (no OUT/_done/<shard>.json yet?)")
-        self.with_entities = set(_shards(out, "entities"))
-        tables = {"documents": set(self.with_documents), "tombstones": set(_shards(out, "tombstones"))}
+        self.with_entities = set(finished_shards(out, "entities"))
+        tables = {"documents": set(self.with_documents), "tombstones": set(finished_shards(out, "tombstones"))}
         self.latest, self.deleted = latest_ids(self.directory, tables)
         self.shards = len(tables["documents"] | tables["tombstones"])
 
     def read(self, shard: str, types: Collection[str] | None) -> tuple[list[ExportDocument], int, Counter]:
         """The latest documents of ``shard``, how many of its documents a later record superseded,
         and the entities left out by reason."""
-        table = _read(self.directory, "documents", shard)
+        table = read_shard(self.directory, "documents", shard)
         kept = table.filter(pc.is_in(table["doc_id"], value_set=self.latest.get(shard, pa.array([], pa.string()))))
-        entities = _read(self.directory, "entities", shard) if shard in self.with_entities else None
+        entities = read_shard(self.directory, "entities", shard) if shard in self.with_entities else None
         documents, problems = shard_documents(kept, entities, types)
         if problems:
             log.warning("shard %s: entities left out: %s", shard, dict(problems))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from bulkner.schema import TABLES
 from bulkner.writer import OutputDir
@@ -27,6 +28,17 @@ def _finished(out: str, table: str) -> tuple[OutputDir, list[str]]:
         raise FileNotFoundError(f"no output directory at {out!r}")
     written = directory.listed(table, ".parquet")
     return directory, [shard for shard in directory.finished() if shard in written]
+
+
+def finished_shards(out: str, table: str) -> list[str]:
+    """The finished shards of ``out`` that have ``table``, in natural order."""
+    return _finished(out, table)[1]
+
+
+def read_shard(directory: OutputDir, table: str, shard: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """One shard's ``table`` (for readers that go shard by shard to bound memory)."""
+    return pq.read_table(directory.path(table, f"{shard}.parquet"), columns=list(columns) if columns is not None else None,
+                         filesystem=directory.fs)
 
 
 def finished_files(out: str, table: str) -> list[str]:

