@@ -98,9 +98,11 @@ class RunConfig:
     types: tuple[str, ...] = DEFAULT_TYPES
     """Entity types to extract: preset names or names defined in ``types_file``."""
     types_file: str | None = None
-    """JSON/YAML-free file of user-defined types: one JSON object ``{name: definition}``."""
+    """JSON file of user-defined types: one object ``{name: definition}``."""
     engine: EngineConfig = field(default_factory=EngineConfig)
+    """The generator (see ``EngineConfig``)."""
     input: InputConfig = field(default_factory=InputConfig)
+    """How input files are read (see ``InputConfig``)."""
     batch_sentences: int = 1024
     """Sentences handed to the engine per call; vLLM schedules inside a call."""
     max_sentence_chars: int = 2000

@@ -295,3 +295,12 @@ def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
     assert len(unparsed) < 0.05 * summary["sentences"], rejects
     noise = re.compile(r"warn|traceback|\bINFO\b|\bDEBUG\b|deprecat|Loading|\[W\d{4}", re.IGNORECASE)
     assert not [line for line in done.stderr.replace("\r", "\n").splitlines() if noise.search(line)], done.stderr[-3000:]
+
+
+def test_configuration_reference_is_generated_from_the_code():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    check = subprocess.run([sys.executable, str(root / "scripts" / "config_reference.py"), "--check"])
+    assert check.returncode == 0, "docs/configuration.md is out of date: run python scripts/config_reference.py"
