@@ -44,7 +44,7 @@ def root_element(url: str) -> str | None:
         with open_input(url) as stream:
             events = etree.iterparse(stream, events=("start",), load_dtd=False, no_network=True, resolve_entities=False)
             _, el = next(events)
-            return etree.QName(el).localname
+            return el.tag.rpartition("}")[2]  # not QName: a corrupted tag name must not raise
     except (etree.XMLSyntaxError, StopIteration, EOFError, OSError, gzip.BadGzipFile, zlib.error):
         return None
 

@@ -15,9 +15,11 @@ when its upload completes, and they have no rename (a copy and a delete would co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 
@@ -35,6 +37,8 @@ FINGERPRINT = "_fingerprint.json"
 RENAMING = ("local", "hdfs")
 """``pyarrow.fs`` file systems written through a temporary file and a rename; others in place."""
 TEMP = ".tmp-"
+CLAIM_TEMP_AGE_S = 600
+"""A fingerprint temp file older than this was left by a killed claim (``remove_orphans``)."""
 
 
 class FingerprintMismatch(RuntimeError):
@@ -125,7 +129,8 @@ class OutputDir:
         except FileExistsError:
             pass
         finally:
-            os.remove(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
         return self._read_json(path)
 
     def done(self, shard: str) -> dict | None:
@@ -163,6 +168,13 @@ class OutputDir:
                 if info.is_file and _temp_of(info.base_name) in wanted:
                     self.fs.delete_file(info.path)
                     removed += 1
+        # a claim killed between writing and linking its fingerprint; a live claim holds it for
+        # microseconds, so only old ones go (concurrent claimers keep theirs)
+        stale = time.time_ns() - CLAIM_TEMP_AGE_S * 10**9
+        for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
+            if info.is_file and info.base_name.startswith(f".{FINGERPRINT}{TEMP}") and (info.mtime_ns or 0) < stale:
+                self.fs.delete_file(info.path)
+                removed += 1
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted run in %s", removed, self.root)
         return removed
