@@ -85,9 +85,18 @@ def discover(inputs: Sequence[str], options: InputConfig) -> list[str]:
     """The input files of ``inputs`` (paths, directories, globs, URLs) in processing order, each
     one a reader takes. Raises ``ValueError`` for an input that matches nothing and for a file
     named directly whose format cannot be told."""
-    urls = expand_inputs(inputs, lambda u: accepts(u, options.format))
+    accepted: set[str] = set()
+
+    def accept(url: str) -> bool:
+        if accepts(url, options.format):
+            accepted.add(url)
+            return True
+        return False
+
+    urls = expand_inputs(inputs, accept)
+    named = [u for u in urls if u not in accepted]  # files named directly: not sniffed yet
     with ThreadPoolExecutor(ACCEPT_THREADS) as pool:
-        list(pool.map(lambda u: input_format(u, options), urls))  # raises for a named file of no format
+        list(pool.map(lambda u: input_format(u, options), named))  # raises for a named file of no format
     return urls
 
 

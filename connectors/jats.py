@@ -44,7 +44,7 @@ from lxml import etree
 
 from bulkner.connectors.fs import GunzipStream, open_input
 from bulkner.connectors.xmlstream import (INT64_MAX, MALFORMED, Chunk, Prolog, RecordError, RecordSplitter,
-                                          bounded_int, normalise_text, parse_document, read_record, safe_parser)
+                                          bounded_int, normalise_text, parse_document, read_prolog, read_record, safe_parser)
 from bulkner.schema import Document, Passage, Reject, read_reject
 
 logger = logging.getLogger(__name__)
@@ -347,14 +347,10 @@ def iter_jats(stream: BinaryIO, where: str) -> Iterator[Document | Reject]:
     Raises ``ValueError`` when the root element is not ``article`` or ``pmc-articleset``.
     """
     splitter = RecordSplitter(stream)
-    try:
-        prolog = splitter.prolog()
-    except MALFORMED as exc:
-        logger.warning("%s: no readable root element: %s", where, exc)
-        yield read_reject("malformed_xml", where, f"{type(exc).__name__}: {exc}")
+    prolog = read_prolog(splitter, where, JATS_ROOTS, "JATS")
+    if isinstance(prolog, Reject):
+        yield prolog
         return
-    if prolog.root not in JATS_ROOTS:
-        raise ValueError(f"{where}: unknown root element <{prolog.root}>, not JATS XML")
     if prolog.root == "article":
         parsed: Iterator[tuple[etree._Element, int] | Reject] = iter([_whole_article(splitter, prolog, where)])
     else:

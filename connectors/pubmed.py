@@ -18,8 +18,8 @@ from typing import BinaryIO
 from lxml import etree
 
 from bulkner.connectors.fs import open_input
-from bulkner.connectors.xmlstream import (INT32_MAX, INT64_MAX, MALFORMED, Chunk, RecordError, RecordSplitter,
-                                          bounded_int, normalise_text, read_record, safe_parser)
+from bulkner.connectors.xmlstream import (INT32_MAX, INT64_MAX, Chunk, RecordError, RecordSplitter,
+                                          bounded_int, normalise_text, read_prolog, read_record, safe_parser)
 from bulkner.schema import Document, Passage, Reject, Tombstone, read_reject
 
 logger = logging.getLogger(__name__)
@@ -148,14 +148,10 @@ def iter_pubmed(stream: BinaryIO, url: str) -> Iterator[Document | Tombstone | R
     ``MedlineCitationSet``; input with no readable root at all is one ``malformed_xml`` reject.
     """
     splitter = RecordSplitter(stream)
-    try:
-        prolog = splitter.prolog()
-    except MALFORMED as exc:
-        logger.warning("%s: no readable root element: %s", url, exc)
-        yield read_reject("malformed_xml", url, f"{type(exc).__name__}: {exc}")
+    prolog = read_prolog(splitter, url, ROOTS, "PubMed")
+    if isinstance(prolog, Reject):
+        yield prolog
         return
-    if prolog.root not in ROOTS:
-        raise ValueError(f"{url}: unknown root element <{prolog.root}>, not PubMed XML")
     parser, counts = safe_parser(), Counter()
     for chunk in splitter.chunks(RECORDS[prolog.root] | DELETIONS):
         counts["records"] += chunk.tag in RECORDS[prolog.root]

@@ -22,6 +22,8 @@ from typing import BinaryIO, NamedTuple
 
 from lxml import etree
 
+from bulkner.schema import Reject, read_reject
+
 logger = logging.getLogger(__name__)
 
 MALFORMED = (etree.XMLSyntaxError, EOFError, gzip.BadGzipFile, zlib.error)
@@ -364,3 +366,16 @@ class RecordSplitter:
             logger.warning("unreadable input after the root element: %s", exc)
         if beyond or not _blank(tail):
             yield Chunk(None, at, end, tail, "content after the root element")
+
+
+def read_prolog(splitter: RecordSplitter, where: str, roots: frozenset[str], kind: str) -> Prolog | Reject:
+    """The prolog of a stream whose root must be one of ``roots``, or one ``malformed_xml`` reject
+    when no root can be read at all. Raises ``ValueError`` for another root (not ``kind`` XML)."""
+    try:
+        prolog = splitter.prolog()
+    except MALFORMED as exc:
+        logger.warning("%s: no readable root element: %s", where, exc)
+        return read_reject("malformed_xml", where, f"{type(exc).__name__}: {exc}")
+    if prolog.root not in roots:
+        raise ValueError(f"{where}: unknown root element <{prolog.root}>, not {kind} XML")
+    return prolog
