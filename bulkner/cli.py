@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RunConfig, model_and_adapter
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter
 from bulkner.types import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
@@ -158,7 +158,7 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
 
 
 def execute(
-    inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path], ray: Optional[dict] = None
+    inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path], ray: Optional[RayConfig] = None
 ) -> None:
     """Run locally, or on Ray when ``ray`` holds the Ray runner's options; print the summary."""
     from bulkner.writer import FingerprintMismatch
@@ -173,7 +173,7 @@ def execute(
         else:
             from bulkner.runner.ray import run
 
-            summary = run(inputs, config, with_model=with_model, **ray)
+            summary = run(inputs, config, with_model=with_model, ray_config=ray)
     except (ValueError, FileNotFoundError, FingerprintMismatch) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:  # a runner or engine that cannot start
@@ -217,9 +217,12 @@ def run(
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start or join a local one)."),
-    replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the GPUs hold)."),
-    gpus_per_replica: float = typer.Option(1.0, help="Ray: GPUs per replica; a fraction packs several on one GPU, 0 = CPU."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
+    replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the cluster holds, more as nodes join)."),
+    gpus_per_replica: Optional[float] = typer.Option(None, help="Ray: GPUs per replica; a fraction packs several on one GPU, 0 = CPU (default: 1 where the cluster has GPUs, else 0)."),
+    gpu_memory_utilization: float = typer.Option(0.85, help="Share of a GPU's memory vLLM may take; scaled by --gpus-per-replica when below 1."),
+    max_attempts: int = typer.Option(RayConfig.max_attempts, help="Ray: starts of a shard whose replica died before it fails."),
+    shard_timeout: float = typer.Option(RayConfig.shard_timeout_s, help="Ray: seconds a shard may run before its replica is restarted and the shard requeued (0 = none)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
@@ -233,6 +236,7 @@ def run(
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
             max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
+            gpu_memory_utilization=gpu_memory_utilization,
         )
         type_names = tuple(t.strip() for t in types.split(",") if t.strip())
         config = RunConfig(
@@ -244,7 +248,10 @@ def run(
         fail(str(err))
     if runner not in ("local", "ray"):
         fail(f"--runner must be local or ray, got {runner!r}")
-    ray = {"address": ray_address, "replicas": replicas} if runner == "ray" else None
+    try:
+        ray = RayConfig(ray_address, replicas, max_attempts, shard_timeout_s=shard_timeout) if runner == "ray" else None
+    except ValueError as err:
+        fail(str(err))
     execute(inputs, config, True, summary_json, ray)
 
 

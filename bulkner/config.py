@@ -40,12 +40,14 @@ class EngineConfig:
     max_batch_tokens: int | None = None
     """vLLM ``max_num_batched_tokens``; None lets vLLM choose."""
     gpu_memory_utilization: float = 0.85
-    """Share of GPU memory vLLM may take for weights and KV cache."""
+    """Share of a whole GPU's memory vLLM may take for weights and KV cache; a replica pinning a
+    fraction of a GPU (``gpus_per_replica`` < 1) takes that fraction of it."""
     speculative_ngram: int = 0
     """Tokens proposed per step by n-gram (prompt lookup) speculation; 0 turns it off."""
-    gpus_per_replica: float = 1.0
+    gpus_per_replica: float | None = None
     """GPUs one replica pins on a Ray cluster (a fraction packs several small models on a GPU;
-    0 runs replicas on CPUs). The local runner ignores it."""
+    0 runs replicas on CPUs); None: 1 where the cluster has GPUs, 0 where it has none. The local
+    runner ignores it."""
     enforce_eager: bool | None = None
     """vLLM without torch.compile and CUDA graphs; None: eager on CPU (compiling costs ~2 min of
     start-up there), compiled on GPU."""
@@ -61,7 +63,7 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be >= 64, got {self.max_model_len}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.gpus_per_replica < 0:
+        if self.gpus_per_replica is not None and self.gpus_per_replica < 0:
             raise ValueError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
         if self.speculative_ngram < 0:
             raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
@@ -124,3 +126,36 @@ class RunConfig:
             raise ValueError(f"selector_threshold must be in [0, 1], got {self.selector_threshold}")
         if self.max_sentence_chars < 1:
             raise ValueError(f"max_sentence_chars must be >= 1, got {self.max_sentence_chars}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How the Ray runner schedules replicas (``bulkner run --runner ray``)."""
+
+    address: str | None = None
+    """Ray cluster address; None joins the cluster of ``RAY_ADDRESS`` (as under ``ray job submit``)
+    or starts a local one."""
+    replicas: int | None = None
+    """Model replicas; None: as many as the cluster's GPUs (or CPUs) hold, more as nodes join."""
+    max_attempts: int = 3
+    """Times a shard is started before it fails: a shard whose replica died (crash, out of memory,
+    lost node, timeout) is requeued until then."""
+    max_restarts: int = 3
+    """Times Ray restarts a crashed replica (its constructor builds the engine again)."""
+    shard_timeout_s: float = 6 * 3600
+    """A shard running longer has its replica killed and restarted, and is requeued."""
+    start_timeout_s: float = 1800
+    """A replica whose engine is not built within this is given up."""
+    resources_timeout_s: float = 900
+    """On a joined cluster without the GPUs one replica needs, how long to wait for the autoscaler
+    to add them before stopping with an error."""
+
+    def __post_init__(self) -> None:
+        if self.replicas is not None and self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        for name in ("max_attempts",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_restarts", "shard_timeout_s", "start_timeout_s", "resources_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

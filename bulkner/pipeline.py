@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from itertools import islice
+from typing import Iterable, Iterator, Sequence
 
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
@@ -65,10 +66,11 @@ class TagStats:
         }
 
 
-def batched(items: Sequence, size: int) -> Iterator[Sequence]:
-    """Consecutive slices of at most ``size`` items."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most ``size`` items (read lazily from any iterable)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 class Tagger:

@@ -10,7 +10,9 @@ with ``--input-format text``).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
@@ -123,22 +125,57 @@ def read_records(url: str, options: InputConfig = InputConfig()) -> Iterator[Rec
     return reader(url, options.id_field, options.text_field)
 
 
-def collect(url: str, options: InputConfig = InputConfig()) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
-    """A shard's records as they stand at its end, and how many documents were replaced.
+class LatestRecords:
+    """A shard's records as they stand at its end, streamed: within a shard the last record of a
+    doc_id wins. A repeated document replaces the earlier one (counted in ``replaced``), a later
+    DeleteCitation removes it (a tombstone), a later document revives it.
 
-    Within a shard the last record of a doc_id wins: a repeated document replaces the earlier one
-    (counted), a later DeleteCitation removes it (a tombstone), a later document revives it.
+    Constant memory in the shard's size: the constructor reads the input once and keeps only the
+    position of each doc_id's last record; iterating reads it again and yields the documents and
+    tombstones found at those positions, with every reject, in file order (a document at its last
+    position: the order ``dict``-based last-wins gives). ``documents`` and ``tombstones`` are the
+    counts iteration will yield.
     """
-    latest: dict[str, Document | Tombstone] = {}
-    rejects: list[Reject] = []
-    replaced = 0
-    for record in read_records(url, options):
-        if isinstance(record, Reject):
-            rejects.append(record)
-            continue
-        previous = latest.pop(record.doc_id, None)
-        replaced += isinstance(record, Document) and isinstance(previous, Document)
-        latest[record.doc_id] = record
-    documents = [r for r in latest.values() if isinstance(r, Document)]
-    tombstones = [r for r in latest.values() if isinstance(r, Tombstone)]
-    return documents, tombstones, rejects, replaced
+
+    def __init__(self, url: str, options: InputConfig = InputConfig()) -> None:
+        self.url, self.options = url, options
+        self.last: dict[str, int] = {}
+        """doc_id → position (in ``read_records``) of its last document or tombstone."""
+        self.replaced = self.documents = self.tombstones = 0
+        is_document: dict[str, bool] = {}
+        with _quiet(logging.getLogger("bulkner.connectors")):  # the readers log once, on the pass that yields
+            for position, record in enumerate(read_records(url, options)):
+                if isinstance(record, Reject):
+                    continue
+                document = isinstance(record, Document)
+                self.replaced += document and is_document.get(record.doc_id, False)
+                is_document[record.doc_id] = document
+                self.last[record.doc_id] = position
+        self.documents = sum(is_document.values())
+        self.tombstones = len(is_document) - self.documents
+
+    def __iter__(self) -> Iterator[Record]:
+        for position, record in enumerate(read_records(self.url, self.options)):
+            if isinstance(record, Reject) or self.last.get(record.doc_id) == position:
+                yield record
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """``logger`` and its children log nothing under ERROR inside the block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def collect(url: str, options: InputConfig = InputConfig()) -> tuple[list[Document], list[Tombstone], list[Reject], int]:
+    """A shard's records as they stand at its end (``LatestRecords``), in lists, and how many
+    documents were replaced. For small inputs; shards are streamed with ``LatestRecords``."""
+    records = LatestRecords(url, options)
+    documents, tombstones, rejects = [], [], []
+    for record in records:
+        (documents if isinstance(record, Document) else tombstones if isinstance(record, Tombstone) else rejects).append(record)
+    return documents, tombstones, rejects, records.replaced

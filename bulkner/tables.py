@@ -50,10 +50,41 @@ def finished_files(out: str, table: str) -> list[str]:
     return [posixpath.join(out.rstrip("/"), table, f"{shard}.parquet") for shard in shards]
 
 
-def read_table(out: str, table: str, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(out: str, table: str, columns: Sequence[str] | None = None, current: bool = False) -> pa.Table:
     """``table`` (``documents``, ``sentences``, ``entities``, ``rejects``, ``tombstones``) over the
-    finished shards of the output directory ``out``, optionally only ``columns``."""
+    finished shards of the output directory ``out``, optionally only ``columns``.
+
+    ``current=True`` gives the table as the literature stands once every shard is applied in natural
+    order (a PubMed baseline, then its update files): each document's rows come from the last
+    shard that has the document, and a document whose last record is a deletion has none
+    (``tombstones`` then keeps only those deletions; ``rejects`` is returned whole).
+    """
     directory, shards = _finished(out, table)
-    paths = [directory.path(table, f"{shard}.parquet") for shard in shards]
-    dataset = ds.dataset(paths, schema=TABLES[table], format="parquet", filesystem=directory.fs)
-    return dataset.to_table(columns=list(columns) if columns is not None else None)
+    wanted = list(columns) if columns is not None else None
+    if not current or table == "rejects":
+        paths = [directory.path(table, f"{shard}.parquet") for shard in shards]
+        return ds.dataset(paths, schema=TABLES[table], format="parquet", filesystem=directory.fs).to_table(columns=wanted)
+    last = latest_shards(out)
+    pieces = []
+    for shard in shards:
+        piece = read_shard(directory, table, shard)
+        keep = [last.get(doc_id) == (shard, table == "tombstones") for doc_id in piece.column("doc_id").to_pylist()]
+        pieces.append(piece.filter(pa.array(keep, pa.bool_())))
+    result = pa.concat_tables(pieces) if pieces else TABLES[table].empty_table()
+    return result.select(wanted) if wanted is not None else result
+
+
+def latest_shards(out: str) -> dict[str, tuple[str, bool]]:
+    """Each doc_id of ``out``'s finished shards → (the last shard in natural order that has it as
+    a document or a tombstone, whether that record is a tombstone)."""
+    last: dict[str, tuple[str, bool]] = {}
+    directory, shards = _finished(out, "documents")
+    deleting = set(_finished(out, "tombstones")[1])
+    for shard in directory.finished():  # natural order: later shards win
+        if shard in shards:
+            for doc_id in read_shard(directory, "documents", shard, ["doc_id"]).column("doc_id").to_pylist():
+                last[doc_id] = (shard, False)
+        if shard in deleting:
+            for doc_id in read_shard(directory, "tombstones", shard, ["doc_id"]).column("doc_id").to_pylist():
+                last[doc_id] = (shard, True)
+    return last

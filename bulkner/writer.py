@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -180,12 +180,68 @@ class OutputDir:
         return removed
 
     def write_shard(self, shard: str, tables: dict[str, pa.Table], stats: dict) -> None:
-        """Write every table of ``shard`` atomically, then its completion marker."""
-        for name, table in tables.items():
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            self._write_bytes(self.path(name, f"{shard}.parquet"), sink.getvalue().to_pybytes())
-        self._write_bytes(self.path(DONE, f"{shard}.json"), json.dumps(stats, indent=2, sort_keys=True).encode())
+        """Write every table of ``shard`` whole, then its completion marker."""
+        with self.shard_writer(shard, {name: table.schema for name, table in tables.items()}) as writer:
+            for name, table in tables.items():
+                writer.write(name, table)
+            writer.commit(stats)
+
+    @contextlib.contextmanager
+    def shard_writer(self, shard: str, schemas: dict[str, pa.Schema]) -> Iterator["ShardWriter"]:
+        """A ``ShardWriter`` for the tables ``schemas`` names; files not committed when the block
+        ends (an error, a crash) are removed."""
+        writer = ShardWriter(self, shard, schemas)
+        try:
+            yield writer
+        finally:
+            writer.abort()
+
+
+class ShardWriter:
+    """The tables of one shard written in pieces (one Parquet row group or more per ``write``):
+    memory stays that of a piece, not of the shard. Nothing is visible until ``commit``: on local
+    disks and HDFS each table goes to a hidden temporary file renamed into place at the commit; on
+    object stores each is uploaded in place while written, and the completion marker written last
+    is what makes the shard finished (``tables.read_table`` reads only finished shards)."""
+
+    def __init__(self, out: OutputDir, shard: str, schemas: dict[str, pa.Schema]) -> None:
+        self.out, self.shard = out, shard
+        self.targets = {name: out.path(name, f"{shard}.parquet") for name in schemas}
+        self.files = {name: out._temp(path) if out.renames else path for name, path in self.targets.items()}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.committed = False
+        try:
+            for name, schema in schemas.items():
+                out.fs.create_dir(out.path(name), recursive=True)
+                self.writers[name] = pq.ParquetWriter(self.files[name], schema, filesystem=out.fs, compression="zstd")
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writers[name].write_table(table)
+
+    def commit(self, stats: dict) -> None:
+        """Close every table, move it into place, then write the completion marker ``stats``."""
+        for writer in self.writers.values():
+            writer.close()
+        if self.out.renames:
+            for name, target in self.targets.items():
+                self.out.fs.move(self.files[name], target)
+        self.committed = True
+        self.out._write_bytes(self.out.path(DONE, f"{self.shard}.json"), json.dumps(stats, indent=2, sort_keys=True).encode())
+
+    def abort(self) -> None:
+        """Close and remove what an uncommitted shard wrote (no-op after ``commit``)."""
+        if self.committed:
+            return
+        for name, writer in self.writers.items():
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(Exception):
+                if self.out.fs.get_file_info(self.files[name]).is_file:
+                    self.out.fs.delete_file(self.files[name])
 
 
 def documents_table(documents: Sequence[Document], source: str) -> pa.Table:

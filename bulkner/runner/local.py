@@ -25,6 +25,8 @@ class RunSummary:
     """Totals over the shards of a run."""
 
     reports: list[ShardReport] = field(default_factory=list)
+    replicas: list[dict] = field(default_factory=list)
+    """Ray runner: per replica, shards and sentences done, sentences/s and restarts."""
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.reports)
@@ -69,7 +71,7 @@ class RunSummary:
             "selector_dropped": self.total("selector_dropped"),
             "seconds": round(seconds, 2),
             "sentences_per_second": round(sentences / seconds, 2) if seconds else None,
-        }
+        } | ({"replicas": self.replicas} if self.replicas else {})
 
 
 def run(inputs: Sequence[str], config: RunConfig, with_model: bool = True, progress: bool = True) -> RunSummary:

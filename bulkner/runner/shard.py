@@ -17,8 +17,9 @@ from bulkner.config import InputConfig, RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.fingerprint import fingerprint
 from bulkner.identity import change, input_identity
-from bulkner.pipeline import Tagger, TagStats, build_tagger, segment
-from bulkner.reader import collect, discover
+from bulkner.pipeline import Tagger, TagStats, batched, build_tagger, segment
+from bulkner.reader import LatestRecords, discover
+from bulkner.schema import TABLES, Document, Reject, Tombstone
 from bulkner.types import resolve_types
 from bulkner.writer import (
     OutputDir,
@@ -30,6 +31,10 @@ from bulkner.writer import (
 )
 
 log = logging.getLogger(__name__)
+
+CHUNK_RECORDS = 1000
+"""Records (documents, tombstones, rejects) read, tagged and written at a time: enough sentences
+to keep a GPU engine's batches full, and a few MB of tables."""
 
 
 @dataclass
@@ -79,11 +84,6 @@ class ShardWorker:
         self.fingerprint = fingerprint(config, self.types, with_model)
         self.tagger: Tagger | None = None
 
-    def resources(self) -> dict:
-        """What one worker pins on a cluster: a (fraction of a) GPU when it runs a model."""
-        gpus = self.config.engine.gpus_per_replica if self.with_model else 0
-        return {"num_cpus": 1, "num_gpus": gpus}
-
     def setup(self) -> None:
         """Build the tokenizer, prompt builder and engine (once per worker)."""
         if not self.with_model or self.tagger is not None:
@@ -108,6 +108,7 @@ class ShardWorker:
             if changed:
                 log.warning("shard %s: its input %s changed since it was done (%s); redoing it", shard, url, changed)
                 out.undo(shard)  # until the new marker is written, readers of the outputs skip the shard
+            out.remove_orphans([shard])  # a killed earlier attempt's temporary files (a requeued shard)
         except OSError as err:  # the input vanished, or the output directory cannot be read
             return self._failed(shard, err, changed)
         self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
@@ -122,39 +123,55 @@ class ShardWorker:
         return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
+        """Read, segment, tag and write ``url`` in chunks of ``CHUNK_RECORDS`` records: memory is
+        that of a chunk, whatever the shard's size (``bench/memory.py``)."""
         started = time.perf_counter()
         identity = input_identity(url)  # before reading: an input changed while read is redone next run
-        documents, tombstones, rejects, replaced = collect(url, self.config.input)
-        sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
-        rejects += segment_rejects
-        tables = {
-            "documents": documents_table(documents, shard),
-            "sentences": sentences_table(sentences),
-            "tombstones": tombstones_table(tombstones, shard),
-        }
-        stats = TagStats()
+        records = LatestRecords(url, self.config.input)
+        stats, counts, rejected = TagStats(), Counter(), Counter()
+        schemas = {name: TABLES[name] for name in ("documents", "sentences", "tombstones", "rejects")}
         if self.with_model:
-            with tqdm(total=len(sentences), desc=shard, unit="sent", disable=not self.progress, leave=False) as bar:
-                entities, tag_rejects = self.tagger.tag(sentences, stats, bar)
-            rejects += tag_rejects
-            tables["entities"] = entities_table(entities, shard)
-        tables["rejects"] = rejects_table(rejects, shard)
-        seconds = time.perf_counter() - started
-        report = {
-            "shard": shard,
-            "input": url,
-            "input_identity": identity,
-            "fingerprint": self.fingerprint["hash"],
-            "documents": len(documents),
-            "passages": sum(len(d.passages) for d in documents),
-            "duplicates_replaced": replaced,
-            "tombstones": len(tombstones),
-            "sentences": len(sentences),
-            "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),
-            "seconds": round(seconds, 3),
-            "sentences_per_second": round(len(sentences) / seconds, 2) if seconds > 0 else None,
-        }
-        if self.with_model:
-            report |= stats.as_dict()
-        out.write_shard(shard, tables, report)
+            schemas["entities"] = TABLES["entities"]
+        bar = tqdm(total=0, desc=shard, unit="sent", disable=not self.progress, leave=False)
+        with out.shard_writer(shard, schemas) as writer, bar:
+            for chunk in batched(records, CHUNK_RECORDS):
+                documents = [r for r in chunk if isinstance(r, Document)]
+                rejects = [r for r in chunk if isinstance(r, Reject)]
+                sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
+                rejects += segment_rejects
+                writer.write("documents", documents_table(documents, shard))
+                writer.write("sentences", sentences_table(sentences))
+                writer.write("tombstones", tombstones_table([r for r in chunk if isinstance(r, Tombstone)], shard))
+                bar.total += len(sentences)
+                bar.refresh()
+                if self.with_model:
+                    entities, tag_rejects = self.tagger.tag(sentences, stats, bar)
+                    rejects += tag_rejects
+                    writer.write("entities", entities_table(entities, shard))
+                else:
+                    bar.update(len(sentences))
+                writer.write("rejects", rejects_table(rejects, shard))
+                counts.update(documents=len(documents), passages=sum(len(d.passages) for d in documents),
+                              sentences=len(sentences))
+                rejected.update(f"{r.stage}/{r.reason}" for r in rejects)
+                bar.set_postfix(documents=f"{counts['documents']}/{records.documents}", refresh=False)
+            seconds = time.perf_counter() - started
+            report = {
+                "shard": shard,
+                "input": url,
+                "input_identity": identity,
+                "fingerprint": self.fingerprint["hash"],
+                "documents": counts["documents"],
+                "passages": counts["passages"],
+                "duplicates_replaced": records.replaced,
+                "tombstones": records.tombstones,
+                "sentences": counts["sentences"],
+                "rejects_by_reason": dict(sorted(rejected.items())),
+                "seconds": round(seconds, 3),
+                "sentences_per_second": round(counts["sentences"] / seconds, 2) if seconds > 0 else None,
+            }
+            if self.with_model:
+                report |= stats.as_dict()
+            writer.commit(report)
         return report
+

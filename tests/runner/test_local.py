@@ -87,7 +87,8 @@ def test_temp_files_of_a_crashed_run_are_removed_by_the_next(tmp_path):
     crashed = subprocess.run([sys.executable, "-c", CRASH, sample_input(), str(out)], capture_output=True, text=True, check=False)
     assert crashed.returncode == 9, crashed.stderr
     orphans = [p for p in out.rglob("*") if ".tmp-" in p.name]
-    assert [p.name.split(".tmp-")[0] for p in orphans] == [".sample-pubmed.parquet"]
+    assert {p.name.split(".tmp-")[0] for p in orphans} == {".sample-pubmed.parquet"}  # every table, streamed
+    assert sorted(p.parent.name for p in orphans) == ["documents", "rejects", "sentences", "tombstones"]
     assert not (out / "_done" / "sample-pubmed.json").exists()
     summary = split(Path(sample_input()), out)
     assert statuses(summary) == {"sample-pubmed": "done"}

@@ -7,19 +7,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bulkner.config import EngineConfig, RunConfig
+from bulkner.config import EngineConfig, RayConfig, RunConfig
 from bulkner.runner import local
-from bulkner.runner.ray import replica_count
+from bulkner.runner.ray import replica_config, replica_count, replica_resources
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'bulkner[ray]')")
 PMPARSER = Path(__file__).resolve().parents[3] / "shared" / "data" / "pubmed" / "pmparser"
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def tables(out: Path, table: str) -> dict:
@@ -32,6 +25,19 @@ def test_replica_count_reads_declared_resources():
     assert replica_count({"num_gpus": 0, "num_cpus": 1}, {"CPU": 3}, None) == 3
     with pytest.raises(ValueError, match="GPU"):
         replica_count({"num_gpus": 1}, {"CPU": 4}, None)
+
+
+def test_replicas_default_to_a_gpu_where_there_are_gpus_and_to_cpus_elsewhere():
+    default = RunConfig(out="o")
+    assert replica_resources(default, True, {"CPU": 2}) == {"num_cpus": 1, "num_gpus": 0}
+    assert replica_resources(default, True, {"CPU": 64, "GPU": 8}) == {"num_cpus": 1, "num_gpus": 1}
+    assert replica_resources(default, False, {"CPU": 64, "GPU": 8})["num_gpus"] == 0  # split needs no GPU
+    quarter = RunConfig(out="o", engine=EngineConfig(gpus_per_replica=0.25, gpu_memory_utilization=0.8))
+    assert replica_resources(quarter, True, {"GPU": 1})["num_gpus"] == 0.25
+    assert replica_config(quarter, 0.25).engine.gpu_memory_utilization == pytest.approx(0.2)  # four fit on one GPU
+    assert replica_config(default, 1).engine.gpu_memory_utilization == 0.85
+    with pytest.raises(ValueError, match="replicas"):
+        RayConfig(replicas=0)
 
 
 def test_ray_split_matches_local(tmp_path, ray_local):
@@ -53,10 +59,13 @@ def test_ray_run_with_model_on_cpu(tmp_path, ray_local, tiny_model_dir):
     from bulkner.cli import sample_input
     from bulkner.runner.ray import run
 
-    engine = EngineConfig(name="transformers", model=tiny_model_dir, gpus_per_replica=0, max_model_len=1024)
-    summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), replicas=1, progress=False)
+    engine = EngineConfig(name="transformers", model=tiny_model_dir, max_model_len=1024)  # no GPU here: CPU replicas
+    summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), ray_config=RayConfig(replicas=1),
+                  progress=False)
     assert summary.count("done") == 1, summary.reports
     assert summary.total("prompts") == summary.total("sentences") > 0
+    [replica] = summary.as_dict()["replicas"]
+    assert replica["shards"] == 1 and replica["sentences"] == summary.total("sentences") and replica["restarts"] == 0
 
 
 def test_a_failing_shard_fails_alone(tmp_path, ray_local):
@@ -68,10 +77,16 @@ def test_a_failing_shard_fails_alone(tmp_path, ray_local):
     (tmp_path / "in" / "good.xml.gz").write_bytes(Path(sample_input()).read_bytes())
     summary = run([str(tmp_path / "in")], RunConfig(out=str(tmp_path / "out")), with_model=False, progress=False)
     assert {r.shard: r.status for r in summary.reports} == {"bad": "failed", "good": "done"}
-    engine = EngineConfig(name="transformers", model=str(tmp_path / "no-such-model"), gpus_per_replica=0)
-    broken = run([str(tmp_path / "in" / "good.xml.gz")], RunConfig(out=str(tmp_path / "o2"), engine=engine),
-                 replicas=1, progress=False)
-    assert [r.status for r in broken.reports] == ["failed"] and "no-such-model" in broken.reports[0].error
+
+
+def test_a_replica_that_cannot_start_stops_the_run_with_its_reason(tmp_path, ray_local):
+    from bulkner.cli import sample_input
+    from bulkner.runner.ray import run
+
+    engine = EngineConfig(name="transformers", model=str(tmp_path / "no-such-model"))
+    with pytest.raises(RuntimeError, match="no replica could start: .*no-such-model"):
+        run([sample_input()], RunConfig(out=str(tmp_path / "o"), engine=engine), ray_config=RayConfig(replicas=2),
+            progress=False)
 
 
 def test_a_changed_input_is_redone(tmp_path, ray_local):
