@@ -153,9 +153,8 @@ class RayConfig:
     def __post_init__(self) -> None:
         if self.replicas is not None and self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
-        for name in ("max_attempts",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         for name in ("max_restarts", "shard_timeout_s", "start_timeout_s", "resources_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -118,8 +118,8 @@ def wait_for_resources(ray, resources: dict, wanted: int, timeout_s: float) -> d
         if gpus <= cluster.get("GPU", 0):
             return cluster
     raise RuntimeError(f"the Ray cluster still has {cluster.get('GPU', 0)} GPU(s) after {timeout_s:.0f} s; each replica "
-                       "needs {gpus}: start GPU nodes (cluster.yaml: min_workers) or run on CPUs with "
-                       "--gpus-per-replica 0".replace("{gpus}", str(gpus)))
+                       f"needs {gpus}: start GPU nodes (cluster.yaml: min_workers) or run on CPUs with "
+                       "--gpus-per-replica 0")
 
 
 def run(
