@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter, selector_for
 from bulkner.types import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
@@ -74,11 +74,11 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_predictions(path: Path, spans: dict) -> None:
-    """``{"key": sentence key, "spans": [[start, end, type], ...]}`` per line (sentence offsets)."""
+    """``{"key": sentence key, "spans": [[start, end, type(, score, kept)], ...]}`` per line (sentence offsets)."""
     try:
         with open(path, "w", encoding="utf-8") as f:
             for key, found in spans.items():
-                f.write(json.dumps({"key": key, "spans": [list(s) for s in found]}, ensure_ascii=False) + "\n")
+                f.write(json.dumps({"key": key, "spans": found}, ensure_ascii=False) + "\n")
     except OSError as err:
         fail(f"cannot write {path}: {err.strerror or err}", 1)
 
@@ -93,7 +93,7 @@ def read_predictions(paths: List[Path]) -> dict:
             for number, line in enumerate(open(path, encoding="utf-8"), 1):
                 if line.strip():
                     row = json.loads(line)
-                    spans.setdefault(row["key"], []).extend(Span(int(s), int(e), str(t)) for s, e, t in row["spans"])
+                    spans.setdefault(row["key"], []).extend(Span(int(s), int(e), str(t)) for s, e, t, *_ in row["spans"])
         except OSError as err:
             fail(f"--predictions {path}: {err.strerror or err}")
         except (ValueError, KeyError, TypeError) as err:
@@ -154,7 +154,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
     rejects = summary["rejects_by_reason"]
     out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))
     if summary["sentences_per_second"]:
-        out(f"time: {summary['seconds']} s, {summary['sentences_per_second']} sentences/s")
+        parts = f" (generation {summary['generate_seconds']} s, selector {summary['selector_seconds']} s)" if summary.get("prompt_tokens") else ""
+        out(f"time: {summary['seconds']} s, {summary['sentences_per_second']} sentences/s{parts}")
 
 
 def execute(
@@ -189,7 +190,9 @@ MODEL_HELP = (f"Model alias ({DEFAULT_MODEL}), local checkpoint directory or hub
               f"({DEFAULT_MODEL} with bulkner's trained adapter); give {DEFAULT_MODEL} alone for the untuned base.")
 ADAPTER_HELP = f"Local LoRA adapter directory applied to --model (default {DEFAULT_MODEL}); merged into a cached copy on CPU."
 DTYPE_HELP = "auto (bfloat16 on GPUs and on CPUs with native bf16, float32 elsewhere), float32, bfloat16, float16."
-SELECTOR_HELP = "Directory of a trained entity selector; it scores parsed spans and drops those under its threshold."
+SELECTOR_HELP = ("Directory of a trained entity selector; it scores parsed spans and drops those under its threshold. "
+                 "Default: the shipped selector, with the default tagger, for the types it was trained on (Chemical, Disease).")
+NO_SELECTOR_HELP = "Keep every parsed span: no selector, not even the default one."
 THRESHOLD_HELP = "Selector threshold in [0, 1] (default: the one calibrated with the selector)."
 INPUTS_HELP = ("Input shards: PubMed XML, PMC articles (.nxml, .xml) and .tar.gz packages of them, .jsonl, .parquet or "
                ".txt files (.gz or not); directories, globs or object-store URLs.")
@@ -215,6 +218,7 @@ def run(
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
+    no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
@@ -232,13 +236,14 @@ def run(
         inputs = [sample_input()]
         typer.echo(f"no input given: using the embedded sample {inputs[0]}", err=True)
     try:
+        type_names = tuple(t.strip() for t in types.split(",") if t.strip())
+        selector = selector_for(selector, not no_selector, model is None and adapter is None, type_names)
         model, adapter = model_and_adapter(model, adapter)
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
             max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
             gpu_memory_utilization=gpu_memory_utilization,
         )
-        type_names = tuple(t.strip() for t in types.split(",") if t.strip())
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field), batch_sentences=batch_sentences,
@@ -286,12 +291,13 @@ def eval_(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
+    no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
-    predictions: Optional[Path] = typer.Option(None, help="Also write the predicted spans per sentence as JSONL (train-selector --predictions reads them)."),
+    predictions: Optional[Path] = typer.Option(None, help="Also write every span the generator predicted, per sentence, as JSONL (with the selector's score and decision when one runs; train-selector --predictions reads them)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
@@ -313,6 +319,7 @@ def eval_(
         entity_types = resolve_types(names, types_file)
         tagger = None
         if not oracle:
+            selector = selector_for(selector, not no_selector, model is None and adapter is None, names)
             model, adapter = model_and_adapter(model, adapter)
             config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
             tagger = build_tagger(entity_types, config, batch_sentences, selector, selector_threshold)
@@ -396,15 +403,18 @@ def train_selector_cmd(
     lr: float = typer.Option(3e-5, help="Encoder learning rate."),
     batch_size: int = typer.Option(16, help="Gold spans (each with its negatives) per step."),
     negatives_per_gold: int = typer.Option(4, help="Boundary-perturbed negatives per gold span."),
+    max_length: int = typer.Option(128, help="Token limit of one (type, marked sentence) pair; long sentences are windowed around the span."),
     contrastive_weight: float = typer.Option(1.0, help="Weight of the group InfoNCE term beside the binary loss."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
     seed: int = typer.Option(0, help="Seed of sampling and initialisation."),
-    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives; repeatable."),
+    bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
+    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives, and the threshold is calibrated on its spans in the held-out sentences; repeatable."),
+    calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the threshold of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train the contrastive entity selector: gold spans against boundary-perturbed, wrong-type and
     (with --predictions) the generator's own false-positive spans."""
-    from bulkner.selector_train import SelectorTrainConfig, train_selector
+    from bulkner.selector_train import SelectorTrainConfig, recalibrate, train_selector
     from bulkner.train_data import TrainSource
 
     setup_logging(verbose)
@@ -413,15 +423,21 @@ def train_selector_cmd(
         config = SelectorTrainConfig(
             sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
             dev_sources=tuple(TrainSource.parse(s) for s in dev_source), encoder=encoder, epochs=epochs, lr=lr,
-            batch_size=batch_size, negatives_per_gold=negatives_per_gold, contrastive_weight=contrastive_weight,
-            limit=limit, seed=seed,
+            batch_size=batch_size, negatives_per_gold=negatives_per_gold, max_length=max_length, contrastive_weight=contrastive_weight,
+            limit=limit, seed=seed, bf16=bf16,
         )
-        report = train_selector(config, negatives, progress=True)
+        if calibrate_only:
+            calibration = recalibrate(config, negatives)
+            report = {"threshold": calibration["threshold"], "dev_f1": calibration["f1"], "calibration": calibration, "steps": 0}
+        else:
+            report = train_selector(config, negatives, progress=True)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
-    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  dev F1 {report['dev_f1']:.3f}  ({report['steps']} steps)")
+    calibration = report["calibration"]
+    before = f" (generator alone {calibration['f1_without_selector']:.3f})" if "f1_without_selector" in calibration else ""
+    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  held-out F1 {report['dev_f1']:.3f}{before}  ({report['steps']} steps)")
 
 
 @app.command("export")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 ENGINES = ("vllm", "transformers", "oracle")
 DEFAULT_MODEL = "smollm2-135m"
@@ -19,6 +20,23 @@ def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str 
 
         return DEFAULT_MODEL, default_adapter()
     return model or DEFAULT_MODEL, adapter
+
+
+def selector_for(selector: str | None, enabled: bool, default_tagger: bool, types: Sequence[str]) -> str | None:
+    """What the CLI's ``--selector``/``--no-selector`` mean: a given directory as is; none with
+    ``--no-selector``; else the shipped default selector, for the default tagger (it was
+    calibrated on that tagger's errors) and only when it was trained on every requested type."""
+    if selector is not None:
+        if not enabled:
+            raise ValueError("--selector and --no-selector contradict each other")
+        return selector
+    if not enabled or not default_tagger:
+        return None
+    from bulkner.models import default_selector
+    from bulkner.selector import read_meta
+
+    path = default_selector()
+    return path if set(types) <= set(read_meta(path).get("types", ())) else None
 
 
 @dataclass(frozen=True)
@@ -111,7 +129,7 @@ class RunConfig:
     """Longer sentences are rejected (``sentence_too_long``) instead of being sent to the model."""
     selector: str | None = None
     """Directory of a trained entity selector (``bulkner.selector``); None keeps every parsed span
-    (score 1.0)."""
+    (score 1.0). The CLI passes the shipped default selector unless told otherwise (``selector_for``)."""
     selector_threshold: float | None = None
     """Keep spans scoring at least this; None uses the threshold calibrated with the selector."""
 

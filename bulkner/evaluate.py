@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from bulkner.corpora import GoldDocument
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
 from bulkner.pipeline import Tagger, TagStats, segment
-from bulkner.schema import Entity, Reject, Sentence, Span
+from bulkner.schema import Entity, Reject, Sentence
 from bulkner.scoring import Mention, score
 from bulkner.types import EntityType
 
@@ -40,13 +40,17 @@ def predict(
     return entities, counts
 
 
-def sentence_predictions(entities: Sequence[Entity]) -> dict[str, list[Span]]:
-    """Predicted spans per sentence key, offsets into the sentence (``bulkner eval --predictions``,
-    read back by ``bulkner train-selector --predictions`` as generator negatives)."""
-    spans: dict[str, list[Span]] = {}
-    for e in entities:
-        spans.setdefault(e.sentence.key, []).append(Span(e.start - e.sentence.start, e.end - e.sentence.start, e.type))
-    return spans
+def sentence_predictions(entities: Sequence[Entity], dropped: Sequence[Entity] | None = None) -> dict[str, list[list]]:
+    """Every span the generator predicted, per sentence key, offsets into the sentence
+    (``bulkner eval --predictions``; ``bulkner train-selector --predictions`` reads them back as
+    generator negatives): ``[start, end, type]``, or, when a selector ran (``dropped`` is its
+    dropped spans), ``[start, end, type, score, kept]``."""
+    rows: dict[str, list[list]] = {}
+    for kept, group in ((True, entities), (False, dropped or ())):
+        for e in group:
+            row = [e.start - e.sentence.start, e.end - e.sentence.start, e.type]
+            rows.setdefault(e.sentence.key, []).append(row if dropped is None else row + [round(e.score, 6), kept])
+    return rows
 
 
 def oracle_tagger(
@@ -69,7 +73,7 @@ def evaluate(
 ) -> dict:
     """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.build_tagger``), or, when it is
     None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled with
-    the predicted spans per sentence key (``sentence_predictions``)."""
+    every span the generator predicted per sentence key (``sentence_predictions``)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
@@ -77,9 +81,11 @@ def evaluate(
     oracle = tagger is None
     if oracle:
         tagger, unreachable = oracle_tagger(gold, sentences, types)
+    scored = predictions is not None and tagger.selector is not None
+    tagger.dropped = [] if scored else None
     entities, counts = predict(sentences, rejects, tagger, progress)
     if predictions is not None:
-        predictions.update(sentence_predictions(entities))
+        predictions.update(sentence_predictions(entities, tagger.dropped))
     found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)

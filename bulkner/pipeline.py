@@ -7,6 +7,7 @@ whether it runs in-process or in a Ray actor, nor where the output goes.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -53,6 +54,10 @@ class TagStats:
     """Generations cut at ``max_tokens`` (their complete blocks still count)."""
     selector_dropped: int = 0
     """Parsed spans the entity selector scored under its threshold."""
+    generate_seconds: float = 0.0
+    """Wall time inside the engine's ``generate``."""
+    selector_seconds: float = 0.0
+    """Wall time scoring spans with the selector."""
     entities: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -62,6 +67,8 @@ class TagStats:
             "output_tokens": self.output_tokens,
             "unfinished": self.unfinished,
             "selector_dropped": self.selector_dropped,
+            "generate_seconds": round(self.generate_seconds, 3),
+            "selector_seconds": round(self.selector_seconds, 3),
             "entities_by_type": dict(sorted(self.entities.items())),
         }
 
@@ -84,6 +91,8 @@ class Tagger:
         self.batch_sentences = batch_sentences
         self.selector = selector
         """A ``bulkner.selector.Selector`` that scores and filters parsed spans, or None."""
+        self.dropped: list[Entity] | None = None
+        """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
 
     def close(self) -> None:
         self.engine.close()
@@ -105,7 +114,9 @@ class Tagger:
                     continue
                 prompts.append(prompt)
                 asked.append(sentence)
+            started = time.perf_counter()
             generations = join_by_id(prompts, self.engine.generate(prompts)) if prompts else []
+            stats.generate_seconds += time.perf_counter() - started
             found: list[Entity] = []
             for sentence, generation in zip(asked, generations):
                 self._collect(sentence, generation, stats, found, rejects)
@@ -134,10 +145,15 @@ class Tagger:
 
             offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
             candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
+            started = time.perf_counter()
             scores = self.selector.score(candidates)
+            stats.selector_seconds += time.perf_counter() - started
             scored = [replace(e, score=p) for e, p in zip(found, scores)]
-            kept = [e for e, ok in zip(scored, self.selector.keep(scores)) if ok]
+            keep = self.selector.keep(scores)
+            kept = [e for e, ok in zip(scored, keep) if ok]
             stats.selector_dropped += len(found) - len(kept)
+            if self.dropped is not None:
+                self.dropped += [e for e, ok in zip(scored, keep) if not ok]
         for e in kept:
             stats.entities[e.type] += 1
         return kept

@@ -7,8 +7,11 @@ a gold span of the same type and stay inside the sentence. Generator false posit
 spans that match no gold span) join the group of the same-type gold span they overlap, else stand
 alone. The loss is binary cross-entropy over every candidate plus, per group, an InfoNCE term:
 ``-log softmax(logits / temperature)[gold]``, so the gold span must beat its own near misses.
-:func:`train_selector` fine-tunes encoder and head together and calibrates the keep threshold on
-held-out candidates (:func:`calibrate`), writing the directory :class:`bulkner.selector.Selector` loads.
+:func:`train_selector` fine-tunes encoder and head together (word embeddings frozen) and calibrates
+the keep threshold on held-out sentences (:func:`calibrate`): on the generator's own spans there
+when its predictions are given, so the threshold maximises the F1 of generator plus selector;
+:func:`recalibrate` redoes that for a trained selector. It writes the directory
+:class:`bulkner.selector.Selector` loads.
 """
 
 from __future__ import annotations
@@ -156,15 +159,20 @@ def selector_loss(logits: Any, labels: Any, groups: Any, temperature: float = 1.
     return bce + weight * nce, {"bce": float(bce.detach()), "nce": float(nce.detach())}
 
 
-def calibrate(scores: Sequence[float], labels: Sequence[int]) -> tuple[float, float]:
+def calibrate(scores: Sequence[float], labels: Sequence[int], positives: int | None = None) -> tuple[float, float]:
     """The threshold (keep ``score >= threshold``) that maximises F1 on held-out candidates, and that F1.
 
-    The threshold sits halfway between the lowest kept score and the next lower score; ties in F1
-    go to the higher threshold. With no positive label it returns ``(1.0, 0.0)``.
+    ``positives`` counts every true item, also those no candidate found (the gold spans a generator
+    missed); None counts the positive labels. The threshold sits halfway between the lowest kept
+    score and the next lower score; ties in F1 go to the higher threshold. With no positive it
+    returns ``(1.0, 0.0)``.
     """
     if len(scores) != len(labels):
         raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
-    positives = sum(1 for y in labels if y)
+    found = sum(1 for y in labels if y)
+    positives = found if positives is None else positives
+    if positives < found:
+        raise ValueError(f"positives={positives} but {found} candidates are labelled positive")
     if positives == 0:
         return 1.0, 0.0
     ranked = sorted(zip(scores, labels), key=lambda p: -p[0])
@@ -200,7 +208,7 @@ class SelectorTrainConfig:
     batch_size: int = 16
     """Groups (gold span + its negatives, or one loose negative) per step."""
     max_length: int = 128
-    """Token limit of one (type, marked sentence) pair."""
+    """Token limit of one (type, marked sentence) pair; long sentences are windowed around the span."""
     negatives_per_gold: int = 4
     """Boundary variants sampled per gold span (wrong-type copies come on top)."""
     contrastive_weight: float = 1.0
@@ -218,6 +226,8 @@ class SelectorTrainConfig:
     types_file: str | None = None
     """JSON ``{"Name": "definition"}`` for types that are not presets."""
     device: str = "auto"
+    bf16: bool = True
+    """bf16 autocast on CUDA and on CPUs with native bf16 (about 2x faster there); fp32 elsewhere."""
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -315,11 +325,12 @@ def run_epochs(model: tuple, units: list, config: SelectorTrainConfig, meta: dic
     import torch
     from tqdm import tqdm
 
-    from bulkner.selector import logits
+    from bulkner.selector import autocast, logits
 
     encoder, head, tokenizer = model
-    params = list(encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW([{"params": list(encoder.parameters()), "lr": config.lr},
+    trained = [q for q in encoder.parameters() if q.requires_grad]
+    params = trained + list(head.parameters())
+    optimizer = torch.optim.AdamW([{"params": trained, "lr": config.lr},
                                    {"params": list(head.parameters()), "lr": config.head_lr}], weight_decay=0.01)
     total = config.epochs * -(-len(units) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
@@ -330,7 +341,9 @@ def run_epochs(model: tuple, units: list, config: SelectorTrainConfig, meta: dic
         random.Random(config.seed * 1_000_003 + epoch).shuffle(order)
         for i in range(0, len(order), config.batch_size):
             batch, labels, groups = step_batch([units[j] for j in order[i : i + config.batch_size]], tokenizer, meta, device)
-            loss, parts = selector_loss(logits(encoder, head, batch), labels, groups, config.temperature, config.contrastive_weight)
+            with autocast(device, config.bf16):
+                scores = logits(encoder, head, batch).float()
+            loss, parts = selector_loss(scores, labels, groups, config.temperature, config.contrastive_weight)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -344,13 +357,17 @@ def run_epochs(model: tuple, units: list, config: SelectorTrainConfig, meta: dic
     return step
 
 
-def train_selector(config: SelectorTrainConfig, false_positives: Mapping[str, Sequence[Span]] | None = None,
+def train_selector(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None,
                    progress: bool = True) -> dict:
     """Train, calibrate and save a selector to ``config.out``; returns the report (also in ``selector.json``).
 
-    ``false_positives`` maps a sentence key (:attr:`Sentence.key`) to predicted spans (offsets
-    into that sentence) to use as extra negatives; ``bulkner eval`` predictions are one source.
-    Writes ``train_log.jsonl`` (one line per ``log_every`` steps, then the calibration).
+    ``predictions`` maps a sentence key (:attr:`Sentence.key`) to a generator's predicted spans
+    (offsets into that sentence; ``bulkner eval --predictions``). On the training sentences its
+    false positives are extra negatives; on the held-out sentences the threshold is calibrated on
+    what the selector will see at run time: the generator's spans, against every gold span (also
+    those it missed), so the calibrated F1 is the pipeline's. Without predictions it is calibrated
+    on held-out gold spans and their synthetic negatives. The word embeddings stay frozen and only
+    the trained weights are saved (float16, over the base encoder). Writes ``train_log.jsonl``.
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -361,45 +378,104 @@ def train_selector(config: SelectorTrainConfig, false_positives: Mapping[str, Se
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     rows, dev_rows, gold_counts = split_rows(config, rng)
-    units = candidates_of(rows, config, rng, false_positives)
-    dev_units = candidates_of(dev_rows, config, random.Random(config.seed + 1), false_positives)
+    units = candidates_of(rows, config, rng, predictions)
+    dev_units, dev_positives = held_out_units(dev_rows, config, predictions)
     if not units:
         raise ValueError("the training sources gave no candidates (no gold spans?)")
     device = pick_device(config.device)
     encoder_dir = config.encoder or str(default_encoder_dir())
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
     encoder = AutoModel.from_pretrained(encoder_dir).to(device)
+    encoder.get_input_embeddings().requires_grad_(False)
     head = new_head(encoder.config.hidden_size, config.seed).to(device)
     meta = new_meta(config.max_length)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "train_log.jsonl", "w", encoding="utf-8") as log:
         steps = run_epochs((encoder, head, tokenizer), units, config, meta, device, log, progress)
+        with torch.no_grad():  # calibrate what is saved: the trained weights as float16
+            for q in encoder.parameters():
+                if q.requires_grad:
+                    q.copy_(q.half().float())
         scores, labels = dev_scores(encoder, head, tokenizer, meta, dev_units, device)
-        threshold, f1 = calibrate(scores, labels) if scores else (0.5, 0.0)
-        log.write(json.dumps({"calibration": {"threshold": threshold, "f1": f1, "candidates": len(scores)}}) + "\n")
+        calibration = calibration_report(scores, labels, dev_positives, device)
+        threshold, f1 = calibration["threshold"], calibration["f1"]
+        log.write(json.dumps({"calibration": calibration}) + "\n")
     meta["threshold"] = threshold
+    meta["types"] = sorted(gold_counts)
     meta["report"] = {"config": {k: (str(v) if k in ("sources", "dev_sources") else v) for k, v in asdict(config).items()},
                       "encoder": encoder_dir, "steps": steps, "train_sentences": len(rows), "train_units": len(units),
                       "train_candidates": sum(len(u) for u, _ in units), "gold_by_type": gold_counts,
-                      "dev_candidates": len(scores), "dev_positives": int(sum(labels)), "threshold": threshold,
-                      "dev_f1": f1, "seconds": round(time.time() - started, 1), "device": device}
-    save_selector(out, encoder, tokenizer, head, meta)
+                      "dev_sentences": len(dev_rows), "dev_candidates": len(scores), "dev_positives": calibration["positives"],
+                      "calibration": calibration, "threshold": threshold, "dev_f1": f1,
+                      "seconds": round(time.time() - started, 1), "device": device}
+    save_selector(out, encoder, tokenizer, head, meta, base=encoder_dir)
     logger.info("selector saved to %s: threshold %.3f, dev F1 %.3f", out, threshold, f1)
     return meta["report"]
 
 
-def dev_scores(encoder, head, tokenizer, meta: dict, units, device: str, batch_size: int = 64) -> tuple[list[float], list[int]]:
-    """Sigmoid scores and labels of every candidate of ``units`` (for calibration)."""
-    import torch
+def held_out_units(dev_rows, config: SelectorTrainConfig, predictions) -> tuple[list, int | None]:
+    """Calibration candidates of the held-out rows and their number of gold spans: the generator's
+    spans against every gold span when there are ``predictions``, else gold spans and their
+    synthetic negatives (positives: the gold spans among them, None)."""
+    if predictions:
+        return generator_units(dev_rows, predictions), sum(len(gold) for _, gold, _ in dev_rows)
+    return candidates_of(dev_rows, config, random.Random(config.seed + 1), None), None
 
-    from bulkner.selector import logits
+
+def calibration_report(scores: Sequence[float], labels: Sequence[int], positives: int | None, device: str) -> dict:
+    """The calibrated threshold and F1 of held-out scores (:func:`calibrate`), with what they were
+    computed on; with a generator's spans (``positives`` given) also the generator's F1 alone."""
+    threshold, f1 = calibrate(scores, labels, positives) if scores else (0.5, 0.0)
+    found = int(sum(labels))
+    report = {"threshold": threshold, "f1": f1, "candidates": len(scores), "positives": found if positives is None else positives,
+              "on": "synthetic" if positives is None else "generator"}
+    if positives is not None:  # keep every span
+        report["f1_without_selector"] = 2 * found / (len(labels) + positives) if positives else 0.0
+    from bulkner.selector import scoring_dtype
+
+    return report | {"scored_in": scoring_dtype(device)}
+
+
+def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None) -> dict:
+    """Calibrate the threshold of the trained selector at ``config.out`` again, on the same held-out
+    sentences as training held out (same sources and seed), scored as this machine scores them:
+    after the generator changed (new ``predictions``), or to calibrate in another precision.
+    Rewrites ``selector.json``'s threshold and calibration; returns the calibration."""
+    from bulkner.selector import META_FILE, Selector, read_meta
+
+    _, dev_rows, _ = split_rows(config, random.Random(config.seed))
+    units, positives = held_out_units(dev_rows, config, predictions)
+    selector = Selector(config.out, device=config.device)
+    flat = [(c, y) for unit, _ in units for c, y in unit]
+    scores = selector.score([c for c, _ in flat])
+    calibration = calibration_report(scores, [y for _, y in flat], positives, selector.device)
+    selector.close()
+    meta = read_meta(config.out)
+    meta["threshold"] = calibration["threshold"]
+    meta["report"] |= {"threshold": calibration["threshold"], "dev_f1": calibration["f1"], "calibration": calibration,
+                       "dev_candidates": calibration["candidates"], "dev_positives": calibration["positives"]}
+    (Path(config.out) / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    return calibration
+
+
+def generator_units(rows, predictions: Mapping[str, Sequence[Span]]) -> list[tuple[list, bool]]:
+    """One unit per predicted span of ``rows``' sentences, labelled 1 when it is a gold span (strict)."""
+    from bulkner.selector import Candidate
+
+    units = []
+    for sentence, gold, types in rows:
+        by_name, is_gold = {t.name: t for t in types}, set(gold)
+        for span in dict.fromkeys(predictions.get(sentence.key, ())):
+            if span.type in by_name and 0 <= span.start < span.end <= len(sentence.text):
+                units.append(([(Candidate(sentence.text, span.start, span.end, by_name[span.type]), int(span in is_gold))], False))
+    return units
+
+
+def dev_scores(encoder, head, tokenizer, meta: dict, units, device: str, batch_size: int = 64) -> tuple[list[float], list[int]]:
+    """Scores (as :class:`bulkner.selector.Selector` gives them) and labels of every candidate of ``units``."""
+    from bulkner.selector import score_candidates
 
     flat = [(c, y) for unit, _ in units for c, y in unit]
-    scores: list[float] = []
-    encoder.eval()
-    with torch.inference_mode():
-        for i in range(0, len(flat), batch_size):
-            batch, _, _ = step_batch([([p], False) for p in flat[i : i + batch_size]], tokenizer, meta, device)
-            scores += torch.sigmoid(logits(encoder, head, batch).float()).tolist()
+    scores = score_candidates((encoder, head, tokenizer), [c for c, _ in flat], meta, device, batch_size) if flat else []
     return scores, [y for _, y in flat]

@@ -245,15 +245,19 @@ def test_eval_predictions_become_train_selector_negatives(tmp_path, tiny_encoder
     # near misses (one character trimmed on the left) stand in for a generator's boundary errors
     near = [{"key": r["key"], "spans": [[s + 1, e, t] for s, e, t in r["spans"] if e - s > 1]} for r in rows]
     (tmp_path / "near.jsonl").write_text("".join(json.dumps(r) + "\n" for r in near))
-    candidates = []
+    reports = []
     for extra in ([], ["--predictions", tmp_path / "near.jsonl"]):
         out = tmp_path / f"sel{len(extra)}"
         trained = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", out, "--encoder", tiny_encoder,
                          "--epochs", "1", *extra)
         assert trained.exit_code == 0, trained.output
-        report = json.loads((out / "selector.json").read_text())["report"]
-        candidates.append(report["train_candidates"] + report["dev_candidates"])
-    assert candidates[1] > candidates[0]
+        reports.append(json.loads((out / "selector.json").read_text())["report"])
+    plain, hard = reports
+    assert hard["train_candidates"] > plain["train_candidates"]
+    assert plain["calibration"]["on"] == "synthetic" and hard["calibration"]["on"] == "generator"
+    # calibrated on the predicted spans of the held-out sentences only (all near misses: none is right)
+    assert hard["dev_candidates"] < sum(len(r["spans"]) for r in near)
+    assert hard["calibration"]["f1_without_selector"] == 0.0 and hard["dev_f1"] == 0.0
     bad = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "s3", "--predictions", tmp_path / "r.json")
     assert bad.exit_code == 2 and "not a bulkner eval prediction" in bad.output
 

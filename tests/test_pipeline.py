@@ -126,6 +126,11 @@ def test_selector_scores_and_filters_parsed_spans():
     assert kept == {("Cisplatin", 0.9), ("cisplatin", 0.7), ("Renal failure", 0.5)}
     assert stats.selector_dropped == 2 and stats.entities == {"Chemical": 2, "Disease": 1}
     assert {c.type.name for c in selector.seen} == {"Chemical", "Disease"} and len(selector.seen) == 5
+    assert stats.selector_seconds > 0 and stats.generate_seconds > 0
+    tagger.dropped = []  # evaluation keeps the dropped spans too, with their scores
+    tagger.tag(sentences, TagStats())
+    dropped = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in tagger.dropped}
+    assert dropped == {("nephrotoxicity", 0.2), ("Magnesium", 0.1)}
 
 
 def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):

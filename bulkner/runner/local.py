@@ -31,7 +31,7 @@ class RunSummary:
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.reports)
 
-    def total(self, key: str) -> int:
+    def total(self, key: str) -> float:
         return sum(r.stats.get(key, 0) or 0 for r in self.reports if r.status == "done")
 
     def merged(self, key: str, statuses: tuple[str, ...] = ("done",)) -> Counter:
@@ -69,6 +69,8 @@ class RunSummary:
             "prompt_tokens": self.total("prompt_tokens"),
             "output_tokens": self.total("output_tokens"),
             "selector_dropped": self.total("selector_dropped"),
+            "generate_seconds": round(self.total("generate_seconds"), 1),
+            "selector_seconds": round(self.total("selector_seconds"), 1),
             "seconds": round(seconds, 2),
             "sentences_per_second": round(sentences / seconds, 2) if seconds else None,
         } | ({"replicas": self.replicas} if self.replicas else {})

@@ -1,0 +1,119 @@
+"""The entity selector on a generator's saved spans: strict F1 without it, with it as a filter, and
+(``--boundaries``) with it also choosing between each span and its boundary variants; its time
+per span. Prints JSON.
+
+    .venv/bin/bulkner eval --gold G --format pubtator --no-selector --predictions P.jsonl
+    .venv/bin/python bench/selector.py --gold G --format pubtator --predictions P.jsonl [--selector DIR]
+
+The generator runs once (``bulkner eval --predictions`` keeps every span it predicted, also those a
+selector dropped); this bench then scores those spans with the selector (default: the shipped one)
+at its calibrated threshold, so variants of the selector are compared on identical generations.
+Scores are strict micro P/R/F1 over the types of the predictions file, as ``bulkner eval`` counts
+them (gold mentions cut by a sentence boundary are misses). ``selector_seconds`` is the time to
+score every span once (what ``run`` and ``eval`` pay); ``boundaries_seconds`` the extra time of
+the boundary choice.
+
+The boundary choice (LLMNER's selector also decides between candidates) scores each span's
+variants — start or end moved by one word or punctuation mark, or the span shifted by one — and
+keeps the best-scoring one. Measured with the default selector on NCBI-disease dev it lowered
+strict F1 from 79.24 to 76.85 (88 of 798 spans moved) at seven times the selector's cost, so the
+product does not do it; this bench keeps the experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def prf(tp: int, predicted: int, gold: int) -> dict:
+    p, r = (tp / predicted if predicted else 0.0), (tp / gold if gold else 0.0)
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+            "tp": tp, "fp": predicted - tp, "fn": gold - tp}
+
+
+def choose_boundaries(selector, candidates, scores):
+    """Each candidate or the best-scoring of its boundary variants (one word either way, or shifted
+    by one), with its score."""
+    from bulkner.selector import Candidate
+    from bulkner.selector_train import boundary_variants, word_tokens
+
+    variants, owners = [], []
+    for i, c in enumerate(candidates):
+        for start, end in boundary_variants(c.start, c.end, word_tokens(c.sentence), max_shift=1):
+            variants.append(Candidate(c.sentence, start, end, c.type))
+            owners.append(i)
+    chosen, best = list(candidates), list(scores)
+    for v, i, p in zip(variants, owners, selector.score(variants)):
+        if p > best[i]:
+            chosen[i], best[i] = v, p
+    return chosen, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gold", required=True)
+    parser.add_argument("--format", required=True)
+    parser.add_argument("--predictions", required=True, type=Path, help="bulkner eval --predictions JSONL")
+    parser.add_argument("--selector", help="selector directory (default: the shipped one)")
+    parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
+    parser.add_argument("--boundaries", action="store_true", help="also measure the boundary choice (7x the scoring time)")
+    args = parser.parse_args()
+
+    from bulkner.cli import read_predictions
+    from bulkner.corpora.registry import read_corpus
+    from bulkner.evaluate import gold_mentions, unique_documents
+    from bulkner.models import default_selector
+    from bulkner.pipeline import segment
+    from bulkner.scoring import Mention
+    from bulkner.selector import Candidate, Selector
+    from bulkner.types import resolve_types
+
+    gold = unique_documents(read_corpus(args.format, args.gold).documents)
+    sentences = {s.key: s for s in segment([g.document for g in gold], 2000)[0]}
+    spans = read_predictions([args.predictions])
+    names = sorted({sp.type for found in spans.values() for sp in found})
+    types = {t.name: t for t in resolve_types(names, None)}
+    truth = gold_mentions(gold, names)
+    cands = [Candidate(sentences[k].text, sp.start, sp.end, types[sp.type]) for k, found in spans.items() for sp in found]
+    keys = [k for k, found in spans.items() for _ in found]
+
+    def mention(key: str, c: Candidate) -> Mention:
+        s = sentences[key]
+        return Mention(s.doc_id, s.passage_index, s.start + c.start, s.start + c.end, c.type.name)
+
+    def scored(chosen, keep) -> dict:
+        found = {mention(k, c) for k, c, ok in zip(keys, chosen, keep) if ok}
+        return prf(len(found & truth), len(found), len(truth))
+
+    selector = Selector(args.selector or default_selector(), args.threshold)
+    selector.setup()
+    started = time.perf_counter()
+    scores = selector.score(cands)
+    selector_seconds = time.perf_counter() - started
+    report = {
+        "predictions": str(args.predictions), "types": names, "spans": len(cands), "gold": len(truth),
+        "selector": selector.fingerprint(), "threshold": selector.threshold,
+        "generator": scored(cands, [True] * len(cands)),
+        "filter": scored(cands, selector.keep(scores)),
+        "selector_seconds": round(selector_seconds, 2),
+        "spans_per_second": round(len(cands) / selector_seconds, 1) if selector_seconds else None,
+    }
+    if args.boundaries:
+        started = time.perf_counter()
+        refined, best = choose_boundaries(selector, cands, scores)
+        report |= {"boundaries": scored(refined, [True] * len(cands)),
+                   "boundaries_and_filter": scored(refined, selector.keep(best)),
+                   "boundaries_changed": sum(a != b for a, b in zip(cands, refined)),
+                   "boundaries_seconds": round(time.perf_counter() - started, 2)}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
