@@ -32,12 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def prf(tp: int, predicted: int, gold: int) -> dict:
-    p, r = (tp / predicted if predicted else 0.0), (tp / gold if gold else 0.0)
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-            "tp": tp, "fp": predicted - tp, "fn": gold - tp}
-
-
 def choose_boundaries(selector, candidates, scores):
     """Each candidate or the best-scoring of its boundary variants (one word either way, or shifted
     by one), with its score."""
@@ -71,7 +65,7 @@ def main() -> None:
     from bulkner.evaluate import gold_mentions, unique_documents
     from bulkner.models import default_selector
     from bulkner.pipeline import segment
-    from bulkner.scoring import Mention
+    from bulkner.scoring import Mention, score
     from bulkner.selector import Candidate, Selector
     from bulkner.types import resolve_types
 
@@ -89,8 +83,8 @@ def main() -> None:
         return Mention(s.doc_id, s.passage_index, s.start + c.start, s.start + c.end, c.type.name)
 
     def scored(chosen, keep) -> dict:
-        found = {mention(k, c) for k, c, ok in zip(keys, chosen, keep) if ok}
-        return prf(len(found & truth), len(found), len(truth))
+        """Strict micro P/R/F1 (and tp/fp/fn) of the kept spans, as ``bulkner eval`` scores them."""
+        return score(truth, {mention(k, c) for k, c, ok in zip(keys, chosen, keep) if ok}, names)["strict"]["micro"]
 
     selector = Selector(args.selector or default_selector(), args.threshold)
     selector.setup()

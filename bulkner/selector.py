@@ -212,9 +212,9 @@ def load_encoder(path: str | Path, meta: dict) -> Any:
         return AutoModel.from_pretrained(path)
     encoder = AutoModel.from_pretrained(base_encoder_dir(meta))
     trained = {k: v.float() for k, v in load_file(str(Path(path) / meta["encoder_weights"])).items()}
-    missing = set(trained) - set(dict(encoder.named_parameters()))
-    if missing:
-        raise ValueError(f"{path}/{meta['encoder_weights']} holds weights its base encoder lacks: {sorted(missing)[:3]}")
+    unknown = set(trained) - set(dict(encoder.named_parameters()))
+    if unknown:
+        raise ValueError(f"{path}/{meta['encoder_weights']} holds weights its base encoder lacks: {sorted(unknown)[:3]}")
     encoder.load_state_dict(trained, strict=False)
     return encoder
 
@@ -240,21 +240,19 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def autocast(device: str, bf16: bool) -> Any:
-    """bf16 autocast where it is fast (CUDA, CPUs with native bf16), else a no-op context."""
-    import torch
-
-    from bulkner.hardware import cpu_has_bf16
-
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16 and (kind == "cuda" or cpu_has_bf16()))
-
-
 def scoring_dtype(device: str) -> str:
-    """``bfloat16`` (autocast) on GPUs and on CPUs with native bf16, else ``float32``."""
+    """``bfloat16`` (autocast) on GPUs and on CPUs with native bf16, where it is fast; else ``float32``."""
     from bulkner.hardware import cpu_has_bf16
 
     return "bfloat16" if device.startswith("cuda") or cpu_has_bf16() else "float32"
+
+
+def autocast(device: str, bf16: bool) -> Any:
+    """bf16 autocast when asked and ``scoring_dtype`` says it is fast here, else a no-op context."""
+    import torch
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16 and scoring_dtype(device) == "bfloat16")
 
 
 def score_candidates(model: tuple, candidates: Sequence[Candidate], meta: dict, device: str, batch_size: int = 64) -> list[float]:
@@ -275,7 +273,7 @@ def score_candidates(model: tuple, candidates: Sequence[Candidate], meta: dict, 
         for i in range(0, len(order), batch_size):
             chunk = order[i : i + batch_size]
             batch = collate(tokenizer, [rows[j] for j in chunk], device)
-            with autocast(device, bf16=scoring_dtype(device) == "bfloat16"):
+            with autocast(device, bf16=True):
                 probs = torch.sigmoid(logits(encoder, head, batch).float()).tolist()
             for j, p in zip(chunk, probs):
                 scores[j] = p

@@ -372,7 +372,7 @@ def train_selector(config: SelectorTrainConfig, predictions: Mapping[str, Sequen
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from bulkner.selector import default_encoder_dir, new_head, new_meta, pick_device, save_selector
+    from bulkner.selector import default_encoder_dir, new_head, new_meta, pick_device, save_selector, score_candidates
 
     started = time.time()
     rng = random.Random(config.seed)
@@ -397,7 +397,7 @@ def train_selector(config: SelectorTrainConfig, predictions: Mapping[str, Sequen
             for q in encoder.parameters():
                 if q.requires_grad:
                     q.copy_(q.half().float())
-        scores, labels = dev_scores(encoder, head, tokenizer, meta, dev_units, device)
+        scores, labels = dev_scores(lambda cands: score_candidates((encoder, head, tokenizer), cands, meta, device), dev_units)
         calibration = calibration_report(scores, labels, dev_positives, device)
         threshold, f1 = calibration["threshold"], calibration["f1"]
         log.write(json.dumps({"calibration": calibration}) + "\n")
@@ -426,15 +426,15 @@ def held_out_units(dev_rows, config: SelectorTrainConfig, predictions) -> tuple[
 def calibration_report(scores: Sequence[float], labels: Sequence[int], positives: int | None, device: str) -> dict:
     """The calibrated threshold and F1 of held-out scores (:func:`calibrate`), with what they were
     computed on; with a generator's spans (``positives`` given) also the generator's F1 alone."""
+    from bulkner.selector import scoring_dtype
+
     threshold, f1 = calibrate(scores, labels, positives) if scores else (0.5, 0.0)
     found = int(sum(labels))
     report = {"threshold": threshold, "f1": f1, "candidates": len(scores), "positives": found if positives is None else positives,
-              "on": "synthetic" if positives is None else "generator"}
+              "on": "synthetic" if positives is None else "generator", "scored_in": scoring_dtype(device)}
     if positives is not None:  # keep every span
         report["f1_without_selector"] = 2 * found / (len(labels) + positives) if positives else 0.0
-    from bulkner.selector import scoring_dtype
-
-    return report | {"scored_in": scoring_dtype(device)}
+    return report
 
 
 def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None) -> dict:
@@ -447,9 +447,8 @@ def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[
     _, dev_rows, _ = split_rows(config, random.Random(config.seed))
     units, positives = held_out_units(dev_rows, config, predictions)
     selector = Selector(config.out, device=config.device)
-    flat = [(c, y) for unit, _ in units for c, y in unit]
-    scores = selector.score([c for c, _ in flat])
-    calibration = calibration_report(scores, [y for _, y in flat], positives, selector.device)
+    scores, labels = dev_scores(selector.score, units)
+    calibration = calibration_report(scores, labels, positives, selector.device)
     selector.close()
     meta = read_meta(config.out)
     meta["threshold"] = calibration["threshold"]
@@ -463,19 +462,21 @@ def generator_units(rows, predictions: Mapping[str, Sequence[Span]]) -> list[tup
     """One unit per predicted span of ``rows``' sentences, labelled 1 when it is a gold span (strict)."""
     from bulkner.selector import Candidate
 
-    units = []
+    units, outside = [], 0
     for sentence, gold, types in rows:
         by_name, is_gold = {t.name: t for t in types}, set(gold)
         for span in dict.fromkeys(predictions.get(sentence.key, ())):
-            if span.type in by_name and 0 <= span.start < span.end <= len(sentence.text):
+            if not 0 <= span.start < span.end <= len(sentence.text):
+                outside += 1
+            elif span.type in by_name:
                 units.append(([(Candidate(sentence.text, span.start, span.end, by_name[span.type]), int(span in is_gold))], False))
+    if outside:
+        logger.warning("%d predicted spans lie outside their sentences and were not used: predictions of another corpus?", outside)
     return units
 
 
-def dev_scores(encoder, head, tokenizer, meta: dict, units, device: str, batch_size: int = 64) -> tuple[list[float], list[int]]:
-    """Scores (as :class:`bulkner.selector.Selector` gives them) and labels of every candidate of ``units``."""
-    from bulkner.selector import score_candidates
-
+def dev_scores(score: Callable[[list], list[float]], units) -> tuple[list[float], list[int]]:
+    """Scores and labels of every candidate of ``units``; ``score`` scores candidates as
+    :class:`bulkner.selector.Selector` does (:func:`bulkner.selector.score_candidates`)."""
     flat = [(c, y) for unit, _ in units for c, y in unit]
-    scores = score_candidates((encoder, head, tokenizer), [c for c, _ in flat], meta, device, batch_size) if flat else []
-    return scores, [y for _, y in flat]
+    return (score([c for c, _ in flat]) if flat else []), [y for _, y in flat]
