@@ -259,8 +259,8 @@ def score_candidates(model: tuple, candidates: Sequence[Candidate], meta: dict, 
     """Sigmoid scores of ``candidates`` by ``model = (encoder, head, tokenizer)``, in input order.
 
     Batches are sorted by length (less padding). Scores are computed in ``scoring_dtype``, as at
-    calibration: on a CPU with native bf16 that is 2.6x faster than float32 with scores within 0.023
-    (all-MiniLM-L6-v2, 798 NCBI-disease spans).
+    calibration: on a CPU with native bf16 that is 1.9x faster than float32 at the same F1
+    (``bench/selector.py [--float32]``, README "Entity selector").
     """
     import torch
 
