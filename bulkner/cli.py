@@ -215,6 +215,7 @@ def run(
     engine: str = typer.Option("auto", help="auto, vllm or transformers (auto: vLLM where it runs)."),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
+    queue_batches: int = typer.Option(RunConfig.queue_batches, help="Engine batches queued between the stages (read/segment/prompt, generate, parse/select/write), each in its own thread; 0 = one after another."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
@@ -247,7 +248,7 @@ def run(
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field), batch_sentences=batch_sentences,
-            selector=selector, selector_threshold=selector_threshold,
+            queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold,
         )
     except ValueError as err:
         fail(str(err))

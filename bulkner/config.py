@@ -125,6 +125,10 @@ class RunConfig:
     """How input files are read (see ``InputConfig``)."""
     batch_sentences: int = 1024
     """Sentences handed to the engine per call; vLLM schedules inside a call."""
+    queue_batches: int = 2
+    """Engine batches queued between the stages of a shard (read, segment, prompt → generate →
+    parse, select, write), each stage in its own thread so that the engine is fed continuously;
+    0 runs the stages one after another in one thread. Outputs are the same either way."""
     max_sentence_chars: int = 2000
     """Longer sentences are rejected (``sentence_too_long``) instead of being sent to the model."""
     selector: str | None = None
@@ -142,6 +146,8 @@ class RunConfig:
             raise ValueError(f"batch_sentences must be >= 1, got {self.batch_sentences}")
         if self.selector_threshold is not None and not 0.0 <= self.selector_threshold <= 1.0:
             raise ValueError(f"selector_threshold must be in [0, 1], got {self.selector_threshold}")
+        if self.queue_batches < 0:
+            raise ValueError(f"queue_batches must be >= 0, got {self.queue_batches}")
         if self.max_sentence_chars < 1:
             raise ValueError(f"max_sentence_chars must be >= 1, got {self.max_sentence_chars}")
 

@@ -80,8 +80,26 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+@dataclass
+class Batch:
+    """One engine call's worth of sentences on its way through the stages (``Tagger``)."""
+
+    size: int
+    """Sentences of the batch, those rejected before the engine included (progress)."""
+    sentences: list[Sentence]
+    """The sentences that have a prompt, in order."""
+    prompts: list[Prompt]
+    rejects: list[Reject] = field(default_factory=list)
+    """Prompt rejects, then (after ``finish``) parse rejects."""
+    generations: list[Generation] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
+    """After ``finish``: the spans kept, with their selector scores."""
+
+
 class Tagger:
-    """Sentences in, entities out: prompt, generate (batched), parse and align back to passages."""
+    """Sentences in, entities out, in three batch steps that runners may run in separate threads
+    (``runner.shard``): ``prepare`` (prompts; CPU), ``generate`` (the engine only), ``finish``
+    (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None) -> None:
         self.engine = engine
@@ -103,27 +121,47 @@ class Tagger:
         """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done."""
         entities: list[Entity] = []
         rejects: list[Reject] = []
-        for batch in batched(sentences, self.batch_sentences):
-            prompts: list[Prompt] = []
-            asked: list[Sentence] = []
-            for sentence in batch:
-                prompt = self.builder.build(sentence)
-                if prompt is None:
-                    detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
-                    rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))
-                    continue
-                prompts.append(prompt)
-                asked.append(sentence)
-            started = time.perf_counter()
-            generations = join_by_id(prompts, self.engine.generate(prompts)) if prompts else []
-            stats.generate_seconds += time.perf_counter() - started
-            found: list[Entity] = []
-            for sentence, generation in zip(asked, generations):
-                self._collect(sentence, generation, stats, found, rejects)
-            entities += self._select(found, stats)
+        for batch in self.batches(sentences):
+            self.finish(self.generate(batch, stats), stats)
+            entities += batch.entities
+            rejects += batch.rejects
             if progress is not None:
-                progress.update(len(batch))
+                progress.update(batch.size)
         return entities, rejects
+
+    def batches(self, sentences: Iterable[Sentence]) -> Iterator[Batch]:
+        """``prepare`` over consecutive batches of ``batch_sentences`` sentences."""
+        for batch in batched(sentences, self.batch_sentences):
+            yield self.prepare(batch)
+
+    def prepare(self, sentences: Sequence[Sentence]) -> Batch:
+        """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``)."""
+        batch = Batch(len(sentences), [], [])
+        for sentence in sentences:
+            prompt = self.builder.build(sentence)
+            if prompt is None:
+                detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
+                batch.rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))
+                continue
+            batch.prompts.append(prompt)
+            batch.sentences.append(sentence)
+        return batch
+
+    def generate(self, batch: Batch, stats: TagStats) -> Batch:
+        """The engine's generations for ``batch``'s prompts, in their order."""
+        if batch.prompts:
+            started = time.perf_counter()
+            batch.generations = join_by_id(batch.prompts, self.engine.generate(batch.prompts))
+            stats.generate_seconds += time.perf_counter() - started
+        return batch
+
+    def finish(self, batch: Batch, stats: TagStats) -> Batch:
+        """Parse each generation into spans of its sentence, then score and filter them (selector)."""
+        found: list[Entity] = []
+        for sentence, generation in zip(batch.sentences, batch.generations, strict=True):
+            self._collect(sentence, generation, stats, found, batch.rejects)
+        batch.entities = self._select(found, stats)
+        return batch
 
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
         stats.prompts += 1

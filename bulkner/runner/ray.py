@@ -65,13 +65,21 @@ def import_ray():
     return ray
 
 
-def replica_resources(config: RunConfig, with_model: bool, cluster: dict) -> dict:
+def replica_resources(config: RunConfig, with_model: bool, cluster: dict, node_cpus: Sequence[float] = (),
+                      replicas: int | None = None) -> dict:
     """What one replica pins: ``gpus_per_replica`` GPUs (None: 1 where the cluster has GPUs, else
-    0) and one CPU; no GPU without a model."""
+    0) and one CPU; no GPU without a model. A CPU replica pins every CPU of the largest node
+    (``node_cpus``; an equal share when more ``replicas`` are asked than there are nodes): vLLM's
+    CPU build uses every thread it is given, two replicas on one node would only compete, and with
+    the local runner's thread count it gives the local runner's outputs."""
     gpus = config.engine.gpus_per_replica if with_model else 0
     if gpus is None:
         gpus = 1 if cluster.get("GPU", 0) > 0 else 0
-    return {"num_cpus": 1, "num_gpus": gpus}
+    if gpus or not with_model:
+        return {"num_cpus": 1, "num_gpus": gpus}
+    nodes = [n for n in node_cpus if n > 0] or [cluster.get("CPU", 1)]
+    per_node = -(-replicas // len(nodes)) if replicas else 1
+    return {"num_cpus": max(1, int(max(nodes)) // per_node), "num_gpus": 0}
 
 
 def replica_config(config: RunConfig, gpus: float) -> RunConfig:
@@ -157,7 +165,8 @@ def run(
     if not ray.is_initialized():
         ray.init(address=ray_config.address, log_to_driver=True)
     cluster = ray.cluster_resources()
-    resources = replica_resources(config, with_model, cluster)
+    node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    resources = replica_resources(config, with_model, cluster, node_cpus, ray_config.replicas)
     if joined and ray_config.resources_timeout_s:
         cluster = wait_for_resources(ray, resources, ray_config.replicas or 1, ray_config.resources_timeout_s)
     replica_count(resources, cluster, ray_config.replicas)  # raises when a replica cannot fit at all

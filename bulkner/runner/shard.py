@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -17,9 +18,10 @@ from bulkner.config import InputConfig, RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.fingerprint import fingerprint
 from bulkner.identity import change, input_identity
-from bulkner.pipeline import Tagger, TagStats, batched, build_tagger, segment
+from bulkner.pipeline import Batch, Tagger, TagStats, batched, build_tagger, segment
 from bulkner.reader import LatestRecords, discover
 from bulkner.schema import TABLES, Document, Reject, Tombstone
+from bulkner.stages import Sink, prefetch
 from bulkner.types import resolve_types
 from bulkner.writer import (
     OutputDir,
@@ -123,8 +125,11 @@ class ShardWorker:
         return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
-        """Read, segment, tag and write ``url`` in chunks of ``CHUNK_RECORDS`` records: memory is
-        that of a chunk, whatever the shard's size (``bench/memory.py``)."""
+        """Read, segment, tag and write ``url`` in chunks of ``CHUNK_RECORDS`` records (memory is
+        that of a few chunks, whatever the shard's size: ``bench/memory.py``), in three stages
+        joined by bounded queues (``bulkner.stages``): read, segment and prompt in one thread;
+        generate in this one; parse, select and write in a third. Tables are written chunk by
+        chunk in reading order, so the output is the same whatever ``queue_batches`` is."""
         started = time.perf_counter()
         identity = input_identity(url)  # before reading: an input changed while read is redone next run
         records = LatestRecords(url, self.config.input)
@@ -133,28 +138,49 @@ class ShardWorker:
         if self.with_model:
             schemas["entities"] = TABLES["entities"]
         bar = tqdm(total=0, desc=shard, unit="sent", disable=not self.progress, leave=False)
-        with out.shard_writer(shard, schemas) as writer, bar:
-            for chunk in batched(records, CHUNK_RECORDS):
-                documents = [r for r in chunk if isinstance(r, Document)]
-                rejects = [r for r in chunk if isinstance(r, Reject)]
-                sentences, segment_rejects = segment(documents, self.config.max_sentence_chars)
-                rejects += segment_rejects
-                writer.write("documents", documents_table(documents, shard))
-                writer.write("sentences", sentences_table(sentences))
-                writer.write("tombstones", tombstones_table([r for r in chunk if isinstance(r, Tombstone)], shard))
-                bar.total += len(sentences)
+        depth = self.config.queue_batches
+
+        def prepared() -> Iterator[tuple[Chunk, Batch | None, bool]]:
+            """Stage 1 (CPU): each chunk's records and sentences, then its engine batches with their
+            prompts, built one at a time; the flag marks a chunk's last item."""
+            for records_chunk in batched(records, CHUNK_RECORDS):
+                chunk = Chunk(records_chunk, self.config.max_sentence_chars)
+                bar.total += len(chunk.sentences)
                 bar.refresh()
-                if self.with_model:
-                    entities, tag_rejects = self.tagger.tag(sentences, stats, bar)
-                    rejects += tag_rejects
-                    writer.write("entities", entities_table(entities, shard))
-                else:
-                    bar.update(len(sentences))
-                writer.write("rejects", rejects_table(rejects, shard))
-                counts.update(documents=len(documents), passages=sum(len(d.passages) for d in documents),
-                              sentences=len(sentences))
-                rejected.update(f"{r.stage}/{r.reason}" for r in rejects)
-                bar.set_postfix(documents=f"{counts['documents']}/{records.documents}", refresh=False)
+                if not self.with_model:
+                    yield chunk, None, True
+                    continue
+                batches = self.tagger.batches(chunk.sentences)
+                batch = next(batches, Batch(0, [], []))
+                for following in batches:
+                    yield chunk, batch, False
+                    batch = following
+                yield chunk, batch, True
+
+        def write(item: tuple[Chunk, Batch | None, bool]) -> None:
+            """Stage 3 (CPU): parse and select a batch; after a chunk's last batch, write the chunk."""
+            chunk, batch, last = item
+            if batch is None:
+                bar.update(len(chunk.sentences))
+            else:
+                self.tagger.finish(batch, stats)
+                chunk.entities += batch.entities
+                chunk.rejects += batch.rejects
+            if not last:
+                return
+            chunk.write(writer, shard, self.with_model)
+            counts.update(documents=len(chunk.documents), sentences=len(chunk.sentences),
+                          passages=sum(len(d.passages) for d in chunk.documents))
+            rejected.update(f"{r.stage}/{r.reason}" for r in chunk.rejects)
+            bar.set_postfix(documents=f"{counts['documents']}/{records.documents}", refresh=False)
+
+        with out.shard_writer(shard, schemas) as writer, bar:
+            with prefetch(prepared(), depth, f"{shard}:prepare") as source, Sink(write, depth, f"{shard}:write") as sink:
+                for chunk, batch, last in source:  # stage 2: the engine, fed from stage 1's queue
+                    if batch is not None:
+                        self.tagger.generate(batch, stats)
+                        bar.update(batch.size)
+                    sink.put((chunk, batch, last))
             seconds = time.perf_counter() - started
             report = {
                 "shard": shard,
@@ -175,3 +201,21 @@ class ShardWorker:
             writer.commit(report)
         return report
 
+
+class Chunk:
+    """``CHUNK_RECORDS`` records of a shard: segmented when made, written once its batches are tagged."""
+
+    def __init__(self, records: list, max_sentence_chars: int) -> None:
+        self.documents = [r for r in records if isinstance(r, Document)]
+        self.tombstones = [r for r in records if isinstance(r, Tombstone)]
+        self.sentences, segment_rejects = segment(self.documents, max_sentence_chars)
+        self.rejects: list[Reject] = [r for r in records if isinstance(r, Reject)] + segment_rejects
+        self.entities: list = []
+
+    def write(self, writer, shard: str, with_entities: bool) -> None:
+        writer.write("documents", documents_table(self.documents, shard))
+        writer.write("sentences", sentences_table(self.sentences))
+        writer.write("tombstones", tombstones_table(self.tombstones, shard))
+        if with_entities:
+            writer.write("entities", entities_table(self.entities, shard))
+        writer.write("rejects", rejects_table(self.rejects, shard))

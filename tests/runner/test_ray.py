@@ -29,7 +29,11 @@ def test_replica_count_reads_declared_resources():
 
 def test_replicas_default_to_a_gpu_where_there_are_gpus_and_to_cpus_elsewhere():
     default = RunConfig(out="o")
-    assert replica_resources(default, True, {"CPU": 2}) == {"num_cpus": 1, "num_gpus": 0}
+    assert replica_resources(default, True, {"CPU": 2}) == {"num_cpus": 2, "num_gpus": 0}  # a whole node
+    assert replica_resources(default, True, {"CPU": 40}, [8, 32]) == {"num_cpus": 32, "num_gpus": 0}
+    assert replica_resources(default, True, {"CPU": 32}, [16, 16], replicas=4)["num_cpus"] == 8  # two per node
+    assert replica_resources(default, True, {"CPU": 2}, [2], replicas=3)["num_cpus"] == 1
+    assert replica_resources(default, False, {"CPU": 2}, [2]) == {"num_cpus": 1, "num_gpus": 0}  # split: one each
     assert replica_resources(default, True, {"CPU": 64, "GPU": 8}) == {"num_cpus": 1, "num_gpus": 1}
     assert replica_resources(default, False, {"CPU": 64, "GPU": 8})["num_gpus"] == 0  # split needs no GPU
     quarter = RunConfig(out="o", engine=EngineConfig(gpus_per_replica=0.25, gpu_memory_utilization=0.8))
