@@ -355,6 +355,8 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: checkpoints, train_log.jsonl, final/."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model alias, local checkpoint directory or hub id."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
+    dense_lexicon: Optional[Path] = typer.Option(None, help="VANER: add per training sentence one sample listing shuffled lexicon names (a `bulkner lexicon` file, e.g. bulkner/data/lexicon-v1.json)."),
+    dense_names: int = typer.Option(6, help="VANER: names per dense sample, about half of the source's types."),
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
     lora_alpha: int = typer.Option(32, help="LoRA scaling numerator (scale = alpha / rank)."),
@@ -381,7 +383,7 @@ def train_cmd(
     try:
         config = TrainConfig(
             model=model, out=str(out), sources=tuple(source), types_file=str(types_file) if types_file else None,
-            lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, init_adapter=str(init_adapter) if init_adapter else None, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+            dense_lexicon=str(dense_lexicon) if dense_lexicon else None, dense_names=dense_names, lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, init_adapter=str(init_adapter) if init_adapter else None, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, bf16=bf16, grad_accum=grad_accum,
             max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
         )
@@ -499,6 +501,26 @@ def report_cmd(
     else:
         tagged = f"{sum(report.entities_by_type.values())} entities, {len(report.sentences)} of {report.candidates} tagged sentences shown"
     typer.echo(f"report of {len(report.markers)} finished shards ({tagged}) written to {output}")
+
+
+@app.command("lexicon")
+def lexicon_cmd(
+    source: List[Path] = typer.Argument(..., help="PubTator files whose annotations carry concept ids (BC5CDR, NCBI-disease)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Lexicon JSON file to write."),
+) -> None:
+    """Build a VANER lexicon: every annotated surface form of each concept, by type (for train --dense-lexicon)."""
+    from bulkner.lexicon import build_lexicon, write_lexicon
+
+    for path in source:
+        if not path.is_file():
+            fail(f"{path}: no such file")
+    output_file(output, "--output")
+    lexicon = build_lexicon([str(p) for p in source])
+    if not lexicon["types"]:
+        fail("no annotation with a concept id in the sources: is this PubTator with concept ids?")
+    write_lexicon(lexicon, output)
+    counts = ", ".join(f"{kind} {c['concepts']} concepts / {c['names']} names" for kind, c in lexicon["counts"].items())
+    typer.echo(f"lexicon written to {output}: {counts}")
 
 
 @app.command("types")

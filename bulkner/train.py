@@ -58,6 +58,12 @@ class TrainConfig:
     """Gold corpora; each keeps its own type list in its prompts."""
     types_file: str | None = None
     """JSON ``{"Name": "definition"}`` for types that are not presets (e.g. CMeEE's codes)."""
+    dense_lexicon: str | None = None
+    """VANER's dense knowledge-base samples: a lexicon file (``bulkner lexicon``; the shipped
+    ``bulkner/data/lexicon-v1.json``) from which each source gets, per training sentence, one more
+    sample listing ``dense_names`` shuffled names of its types and of other types (``bulkner.lexicon``)."""
+    dense_names: int = 6
+    """Names per dense sample, about half of the source's types."""
     lora: bool = True
     """Train a LoRA adapter (True) or all weights (False)."""
     lora_r: int = 16
@@ -157,7 +163,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> d
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    examples, report = build_examples(config.sources, tokenizer, config.max_length, config.types_file)
+    examples, report = build_examples(config.sources, tokenizer, config.max_length, config.types_file,
+                                      config.dense_lexicon, config.dense_names, config.seed)
     train_set, eval_set = split_eval(examples[: config.limit] if config.limit else examples, config.eval_fraction, config.seed)
     if not train_set:
         raise ValueError(f"no training example fits max_length={config.max_length}: {report}")

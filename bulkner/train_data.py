@@ -23,11 +23,12 @@ from typing import Sequence
 from bulkner.corpora import GoldDocument
 from bulkner.corpora.registry import FORMATS, read_corpus
 from bulkner.engines.oracle import oracle_targets
+from bulkner.lexicon import dense_samples, read_lexicon
 from bulkner.models import end_token_ids
 from bulkner.pipeline import segment
 from bulkner.prompt import PromptBuilder, Tokenizer, messages
 from bulkner.schema import Span
-from bulkner.tagging import resolve_crossing
+from bulkner.tagging import render, resolve_crossing
 from bulkner.types import resolve_types
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,11 @@ def keep_mentions(gold: GoldDocument, names: set[str], counts: dict) -> GoldDocu
 
 
 def source_examples(
-    index: int, source: TrainSource, tokenizer: Tokenizer, max_length: int, end_id: int, types_file: str | None
+    index: int, source: TrainSource, tokenizer: Tokenizer, max_length: int, end_id: int, types_file: str | None,
+    dense: tuple[dict[str, list[str]], int, int] | None = None,
 ) -> tuple[list[Example], dict]:
-    """Examples of one source and its report."""
+    """Examples of one source and its report; ``dense`` (lexicon names by type, names per sample,
+    seed) adds one VANER sample per sentence example (``bulkner.lexicon.dense_samples``)."""
     corpus = read_corpus(source.fmt, source.path)
     gold = list(corpus.documents[: source.documents] if source.documents else corpus.documents)
     names = list(source.types) if source.types else sorted(corpus.type_counts())
@@ -155,9 +158,13 @@ def source_examples(
     builder = PromptBuilder(types, tokenizer, max_length)
     examples: list[Example] = []
     too_long = len(rejects)
-    for sentence in sentences:
+    pairs = [(sentence, targets[sentence.key]) for sentence in sentences]
+    if dense is not None:
+        lexicon, per_sample, seed = dense
+        samples = dense_samples(lexicon, names, len(sentences), per_sample, seed + index)
+        pairs += [(sentence, render(sentence.text, spans, names)) for sentence, spans in samples]
+    for sentence, target in pairs:
         prompt = builder.build(sentence)
-        target = targets[sentence.key]
         answer = tokenizer.encode(target, add_special_tokens=False) + [end_id]
         if prompt is None or len(prompt.token_ids) + len(answer) > max_length:
             too_long += 1
@@ -171,6 +178,7 @@ def source_examples(
         "documents": len(gold),
         "sentences": len(sentences) + len(rejects),
         "examples": len(examples),
+        "dense_examples": len(pairs) - len(sentences) if dense is not None else 0,
         "skipped_too_long": too_long,
         "cut_mentions": len(cut),
         **counts,
@@ -181,9 +189,11 @@ def source_examples(
 
 
 def build_examples(
-    sources: Sequence[TrainSource], tokenizer: Tokenizer, max_length: int, types_file: str | Path | None = None
+    sources: Sequence[TrainSource], tokenizer: Tokenizer, max_length: int, types_file: str | Path | None = None,
+    dense_lexicon: str | Path | None = None, dense_names: int = 6, seed: int = 0,
 ) -> tuple[list[Example], dict]:
-    """All sources' examples in source order, and ``{"sources": [report per source], totals}``.
+    """All sources' examples in source order, and ``{"sources": [report per source], totals}``;
+    with ``dense_lexicon``, each source's VANER dense samples after its sentences.
 
     ``types_file`` (JSON ``{"Name": "definition"}``) defines types that are not presets, e.g.
     CMeEE's codes. Raises ``ValueError`` for an unknown format, a missing path or an unknown type.
@@ -193,10 +203,12 @@ def build_examples(
     if max_length < 64:
         raise ValueError(f"max_length must be >= 64, got {max_length}")
     end_id = answer_end_id(tokenizer)
+    dense = (read_lexicon(dense_lexicon), dense_names, seed) if dense_lexicon else None
     examples: list[Example] = []
     reports = []
     for index, source in enumerate(sources):
-        found, report = source_examples(index, source, tokenizer, max_length, end_id, str(types_file) if types_file else None)
+        found, report = source_examples(index, source, tokenizer, max_length, end_id,
+                                        str(types_file) if types_file else None, dense)
         examples.extend(found)
         reports.append(report)
     totals = {k: sum(r[k] for r in reports) for k in ("documents", "sentences", "examples", "skipped_too_long", "cut_mentions")}

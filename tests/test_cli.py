@@ -157,6 +157,55 @@ def test_train_then_eval_and_run_with_the_adapter(tmp_path, tiny_model_dir):
     assert ran.exit_code == 0, ran.output
 
 
+def first_blocks(path: Path, n: int) -> str:
+    """The first ``n`` blank-line separated blocks of a corpus file (documents, CoNLL sentences)."""
+    return "\n\n".join(path.read_text(encoding="utf-8").split("\n\n")[:n]) + "\n\n"
+
+
+def test_gerbera_recipe_mixed_stage_then_target_only_stage(tmp_path, tiny_model_dir):
+    """GERBERA's recipe as two `bulkner train` commands (README, "Relation to the seed systems"):
+    the target (NCBI-disease, Disease) with an auxiliary corpus (BC2GM, Gene/Protein) in a first
+    stage, each with its own type list; then the target alone from the first stage's adapter."""
+    ncbi, bc2gm = NER / "ncbi_disease" / "NCBItrainset_corpus.txt", NER / "bc2gm" / "conll" / "train.tsv"
+    if not (ncbi.exists() and bc2gm.exists()):
+        pytest.skip("shared data missing")
+    (tmp_path / "ncbi.txt").write_text(first_blocks(ncbi, 2), encoding="utf-8")
+    (tmp_path / "bc2gm.tsv").write_text(first_blocks(bc2gm, 6), encoding="utf-8")
+    target = ("--source", f"pubtator:{tmp_path / 'ncbi.txt'}")
+    common = ("--model", tiny_model_dir, "--epochs", "1", "--batch-size", "4", "--lora-r", "4")
+    mixed = invoke("train", *target, "--source", f"conll:{tmp_path / 'bc2gm.tsv'}:Gene/Protein",
+                   "--out", tmp_path / "mixed", *common)
+    assert mixed.exit_code == 0, mixed.output
+    first = json.loads((tmp_path / "mixed" / "final" / "training.json").read_text())
+    assert [s["types"] for s in first["data"]["sources"]] == [["Disease"], ["Gene/Protein"]]
+    assert all(s["examples"] > 0 for s in first["data"]["sources"])
+    second = invoke("train", *target, "--init-adapter", tmp_path / "mixed" / "final", "--out", tmp_path / "target", *common)
+    assert second.exit_code == 0, second.output
+    record = json.loads((tmp_path / "target" / "final" / "training.json").read_text())
+    assert record["config"]["init_adapter"] == str(tmp_path / "mixed" / "final")
+    assert [s["types"] for s in record["data"]["sources"]] == [["Disease"]] and record["steps"] > 0
+
+
+def test_vaner_dense_samples_double_the_examples_of_a_training_run(tmp_path, tiny_model_dir):
+    """`bulkner lexicon` builds the lexicon from a corpus slice's concept ids; `bulkner train
+    --dense-lexicon` adds one dense sample per training sentence, counted in training.json."""
+    ncbi = NER / "ncbi_disease" / "NCBItrainset_corpus.txt"
+    if not ncbi.exists():
+        pytest.skip("shared data missing")
+    (tmp_path / "ncbi.txt").write_text(first_blocks(ncbi, 2), encoding="utf-8")
+    built = invoke("lexicon", tmp_path / "ncbi.txt", "--output", tmp_path / "lexicon.json")
+    assert built.exit_code == 0, built.output
+    assert "Disease" in built.output and json.loads((tmp_path / "lexicon.json").read_text())["types"]["Disease"]
+    trained = invoke("train", "--source", f"pubtator:{tmp_path / 'ncbi.txt'}", "--dense-lexicon", tmp_path / "lexicon.json",
+                     "--out", tmp_path / "t", "--model", tiny_model_dir, "--epochs", "1", "--batch-size", "8", "--lora-r", "4")
+    assert trained.exit_code == 0, trained.output
+    source = json.loads((tmp_path / "t" / "final" / "training.json").read_text())["data"]["sources"][0]
+    assert source["dense_examples"] == source["sentences"] > 0
+    assert source["examples"] == source["sentences"] + source["dense_examples"] - source["skipped_too_long"]
+    refused = invoke("lexicon", tmp_path / "t" / "final" / "training.json", "--output", tmp_path / "x.json")
+    assert refused.exit_code == 2 and "concept id" in refused.output
+
+
 def test_unreadable_shard_is_reported_and_the_others_still_run(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.parquet").write_bytes(b"not parquet at all")

@@ -1,5 +1,9 @@
 """The Ray runner: one actor per model replica, shards handed to whichever replica is free.
 
+Each replica runs a shard as the local runner does (``runner.shard``): read/segment/prompt,
+generate and parse/select/write in three threads joined by bounded queues, so its engine is fed
+continuously. Why actors rather than Ray Data, measured: ``docs/pipeline.md``.
+
 Replicas. Each actor pins the resources of one replica (``replica_resources``: a GPU, a fraction of
 one, or CPUs only) and builds its engine in its constructor, so a replica that cannot start fails
 at once; when no replica can start, the run stops with that reason, said once. Ray restarts a
