@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+import bulkner
 from bulkner.cli import app, sample_input
 from bulkner.schema import TABLES
 
@@ -204,6 +205,31 @@ def test_vaner_dense_samples_double_the_examples_of_a_training_run(tmp_path, tin
     assert source["examples"] == source["sentences"] + source["dense_examples"] - source["skipped_too_long"]
     refused = invoke("lexicon", tmp_path / "t" / "final" / "training.json", "--output", tmp_path / "x.json")
     assert refused.exit_code == 2 and "concept id" in refused.output
+
+
+@requires_vllm
+@pytest.mark.vllm
+def test_zero_shot_types_by_definition_are_scored_strict_and_relaxed(tmp_path):
+    """GLiNER-biomed's setting (README, "Relation to the seed systems"): the default tagger asked
+    for JNLPBA's five types, never trained on, by name and definition from the versioned types
+    file, on a slice of the development set; every sentence is prompted and both matchings are
+    reported per type (`bench/zero_shot.py` runs the full comparison)."""
+    gold = NER / "jnlpba" / "conll" / "devel.tsv"
+    types_file = Path(bulkner.__file__).parent / "data" / "types" / "zero-shot-v1.json"
+    if not gold.exists():
+        pytest.skip("shared data missing")
+    five = ["Gene/Protein", "DNA", "RNA", "CellLine", "CellType"]
+    assert set(five) <= set(json.loads(types_file.read_text()))
+    result = invoke("eval", "--gold", gold, "--format", "conll", "--types", ",".join(five), "--types-file", types_file,
+                    "--limit", "20", "--json", tmp_path / "zero.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "zero.json").read_text())
+    assert report["documents"] == 20 and report["types"] == five
+    assert report["pipeline"]["prompts"] == report["pipeline"]["sentences"] == 20
+    for matching in ("strict", "relaxed"):
+        assert set(report[matching]["per_type"]) == set(five)
+    assert report["strict"]["micro"]["f1"] <= report["relaxed"]["micro"]["f1"]
+    assert sum(v["support"] for v in report["strict"]["per_type"].values()) > 0
 
 
 def test_unreadable_shard_is_reported_and_the_others_still_run(tmp_path):
