@@ -22,7 +22,22 @@ POLL_S = 0.1
 """How often a blocked stage looks whether the others stopped."""
 
 
-class prefetch(Generic[T]):
+class _Stage:
+    """A bounded queue and the thread that works on it (none when ``depth`` is 0); entering the
+    context starts the thread."""
+
+    def __init__(self, work: Callable[[], None], depth: int, name: str) -> None:
+        self.depth = depth
+        self.queue: Queue = Queue(maxsize=max(depth, 1))
+        self.thread = threading.Thread(target=work, name=name, daemon=True) if depth else None
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+
+class prefetch(_Stage, Generic[T]):
     """Iterates ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
 
     Use as a context manager: leaving it (also on an error) stops the thread. An exception raised
@@ -30,15 +45,9 @@ class prefetch(Generic[T]):
     """
 
     def __init__(self, items: Iterable[T], depth: int, name: str = "prefetch") -> None:
-        self.items, self.depth = items, depth
+        self.items = items
         self.stop = threading.Event()
-        self.queue: Queue = Queue(maxsize=max(depth, 1))
-        self.thread = threading.Thread(target=self._fill, name=name, daemon=True) if depth else None
-
-    def __enter__(self) -> "prefetch[T]":
-        if self.thread is not None:
-            self.thread.start()
-        return self
+        super().__init__(self._fill, depth, name)
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
@@ -76,7 +85,7 @@ class prefetch(Generic[T]):
             yield item
 
 
-class Sink(Generic[T]):
+class Sink(_Stage, Generic[T]):
     """Calls ``consume`` on each item ``put``, in a background thread, at most ``depth`` items
     behind the producer (``depth`` 0: at once, in the producer's thread).
 
@@ -86,16 +95,10 @@ class Sink(Generic[T]):
     """
 
     def __init__(self, consume: Callable[[T], None], depth: int, name: str = "sink") -> None:
-        self.consume, self.depth = consume, depth
+        self.consume = consume
         self.error: BaseException | None = None
         self.aborted = False
-        self.queue: Queue = Queue(maxsize=max(depth, 1))
-        self.thread = threading.Thread(target=self._drain, name=name, daemon=True) if depth else None
-
-    def __enter__(self) -> "Sink[T]":
-        if self.thread is not None:
-            self.thread.start()
-        return self
+        super().__init__(self._drain, depth, name)
 
     def __exit__(self, kind, *exc) -> None:
         if kind is None:
