@@ -358,3 +358,41 @@ def test_calibration_on_generator_spans_and_recalibrate(tiny_encoder, tmp_path):
     assert best["f1_without_selector"] == best["f1"] == 1.0
     meta = read_meta(tmp_path / "sel")
     assert meta["threshold"] == best["threshold"] and meta["report"]["calibration"] == best
+
+
+def test_generator_confidence_is_fitted_on_held_out_spans_with_log_probabilities(tiny_encoder, tmp_path):
+    """Predictions that carry the generator's bracket log-probabilities make calibration fit the
+    confidence model: here the generator is sure of its right spans and unsure of its wrong ones,
+    so the combined score separates them better than the (barely trained) encoder alone, the
+    model weighs the log-probabilities positively, and the selector then asks its engine for them."""
+    if not BC5CDR_DEV.is_file():
+        pytest.skip(f"shared data missing: {BC5CDR_DEV}")
+    from bulkner.selector import Candidate, Selector, read_meta, with_confidence
+    from bulkner.selector_train import SelectorTrainConfig, recalibrate, source_sentences, train_selector
+    from bulkner.train_data import TrainSource
+
+    source = TrainSource("pubtator", str(BC5CDR_DEV), documents=4)
+    rows, _ = source_sentences([source], None)
+    plain = {s.key: gold[:1] + [Span(0, 1, "Chemical")] for s, gold, _ in rows if gold}
+    config = SelectorTrainConfig(sources=(source,), out=str(tmp_path / "sel"), encoder=str(tiny_encoder), epochs=1,
+                                 batch_size=8, lr=1e-3, dev_fraction=0.3, device="cpu", log_every=1)
+    train_selector(config, plain, progress=False)
+    assert not Selector(config.out).uses_logprobs  # no log-probabilities, no confidence model
+    sure = {key: {span: ((-0.01, -0.02) if i == 0 else (-2.5, -0.3)) for i, span in enumerate(spans)} for key, spans in plain.items()}
+    calibration = recalibrate(config, sure)
+    weights = calibration["confidence"]["weights"]
+    assert weights[1] > 0 and calibration["f1"] > calibration["f1_encoder_only"]
+    meta = read_meta(config.out)
+    assert meta["confidence"] == calibration["confidence"] and meta["threshold"] == calibration["threshold"]
+    selector = Selector(config.out)
+    assert selector.uses_logprobs
+    chemical = rows[0][2][0]
+    sentence = next(s.text for s, gold, _ in rows if gold)
+    sure_c, unsure_c, unknown = (Candidate(sentence, 0, 3, chemical, lp) for lp in ((-0.01, -0.01), (-5.0, -1.0), None))
+    sure_p, unsure_p, unknown_p = selector.score([sure_c, unsure_c, unknown])
+    assert sure_p > unknown_p > unsure_p  # an engine without log-probabilities gets the calibration medians
+    encoder_p = selector.score([sure_c], encoder_only=True)
+    identity = {"weights": [1.0, 0.0, 0.0], "bias": 0.0, "fill": [0.0, 0.0]}
+    assert with_confidence(encoder_p, [sure_c], identity) == pytest.approx(encoder_p, abs=1e-6)
+    recalibrate(config, plain)  # the generator changed and reports no log-probabilities: the model goes
+    assert "confidence" not in read_meta(config.out) and not Selector(config.out).uses_logprobs
