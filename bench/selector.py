@@ -8,10 +8,6 @@ per span. Prints JSON.
 The generator runs once (``bulkner eval --predictions`` keeps every span it predicted, also those a
 selector dropped); this bench then scores those spans with the selector (default: the shipped one)
 at its calibrated threshold, so variants of the selector are compared on identical generations.
-Spans carry the generator's bracket log-probabilities when the predictions file has them (a
-selector with a generator-confidence model combines them; without them it assumes its calibration
-medians); for such a selector the bench also gives the best-in-hindsight F1 of the encoder alone
-and of the combined score (thresholds chosen on this data: an upper bound, not a result).
 Scores are strict micro P/R/F1 over the types of the predictions file, as ``bulkner eval`` counts
 them (gold mentions cut by a sentence boundary are misses). ``selector_seconds`` is the time to
 score every span once after a warm-up (steady state; ``run`` and ``eval`` pay the warm-up once
@@ -82,7 +78,7 @@ def main() -> None:
     names = sorted({sp.type for found in spans.values() for sp in found})
     types = {t.name: t for t in resolve_types(names, None)}
     truth = gold_mentions(gold, names)
-    cands = [Candidate(sentences[k].text, sp.start, sp.end, types[sp.type], lp) for k, found in spans.items() for sp, lp in found.items()]
+    cands = [Candidate(sentences[k].text, sp.start, sp.end, types[sp.type]) for k, found in spans.items() for sp in found]
     keys = [k for k, found in spans.items() for _ in found]
 
     def mention(key: str, c: Candidate) -> Mention:
@@ -106,7 +102,6 @@ def main() -> None:
         "selector": selector.fingerprint(), "threshold": selector.threshold,
         "generator": scored(cands, [True] * len(cands)),
         "filter": scored(cands, selector.keep(scores)),
-        "with_logprobs": sum(c.logprobs is not None for c in cands), "confidence": selector.meta.get("confidence"),
         "selector_seconds": round(selector_seconds, 2),
         "spans_per_second": round(len(cands) / selector_seconds, 1) if selector_seconds else None,
         "scored_in": bulkner.selector.scoring_dtype(selector.device),
@@ -118,13 +113,6 @@ def main() -> None:
                    "boundaries_and_filter": scored(refined, selector.keep(best)),
                    "boundaries_changed": sum(a != b for a, b in zip(cands, refined)),
                    "boundaries_seconds": round(time.perf_counter() - started, 2)}
-    if selector.uses_logprobs:  # the same selector without the generator's confidence, at its own best-in-hindsight threshold
-        from bulkner.selector_train import calibrate
-
-        labels = [int(mention(k, c) in truth) for k, c in zip(keys, cands)]
-        encoder = selector.score(cands, encoder_only=True)
-        report["encoder_only_hindsight_f1"] = round(100 * calibrate(encoder, labels, len(truth))[1], 2)
-        report["combined_hindsight_f1"] = round(100 * calibrate(scores, labels, len(truth))[1], 2)
     print(json.dumps(report))
 
 

@@ -74,19 +74,17 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_predictions(path: Path, spans: dict) -> None:
-    """``{"key": sentence key, "spans": [[start, end, type(, score, kept)], ...](, "logprobs": [[open, close], ...])}``
-    per line (sentence offsets; ``evaluate.sentence_predictions``)."""
+    """``{"key": sentence key, "spans": [[start, end, type(, score, kept)], ...]}`` per line (sentence offsets)."""
     try:
         with open(path, "w", encoding="utf-8") as f:
             for key, found in spans.items():
-                f.write(json.dumps({"key": key} | found, ensure_ascii=False) + "\n")
+                f.write(json.dumps({"key": key, "spans": found}, ensure_ascii=False) + "\n")
     except OSError as err:
         fail(f"cannot write {path}: {err.strerror or err}", 1)
 
 
 def read_predictions(paths: List[Path]) -> dict:
-    """Predicted spans per sentence key from ``bulkner eval --predictions`` files: key → {span:
-    its generator log-probabilities ``(open, close)`` or None}, in file order."""
+    """Predicted spans per sentence key from ``bulkner eval --predictions`` files."""
     from bulkner.schema import Span
 
     spans: dict = {}
@@ -95,10 +93,7 @@ def read_predictions(paths: List[Path]) -> dict:
             for number, line in enumerate(open(path, encoding="utf-8"), 1):
                 if line.strip():
                     row = json.loads(line)
-                    logprobs = row.get("logprobs") or [None] * len(row["spans"])
-                    found = spans.setdefault(row["key"], {})
-                    for (s, e, t, *_), lp in zip(row["spans"], logprobs, strict=True):
-                        found.setdefault(Span(int(s), int(e), str(t)), tuple(map(float, lp)) if lp else None)
+                    spans.setdefault(row["key"], []).extend(Span(int(s), int(e), str(t)) for s, e, t, *_ in row["spans"])
         except OSError as err:
             fail(f"--predictions {path}: {err.strerror or err}")
         except (ValueError, KeyError, TypeError) as err:
@@ -303,7 +298,7 @@ def eval_(
     batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
     max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
-    predictions: Optional[Path] = typer.Option(None, help="Also write every span the generator predicted, per sentence, as JSONL (with the selector's score and decision when one runs, and the generator's log-probabilities at its brackets; train-selector --predictions reads them)."),
+    predictions: Optional[Path] = typer.Option(None, help="Also write every span the generator predicted, per sentence, as JSONL (with the selector's score and decision when one runs; train-selector --predictions reads them)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
@@ -327,8 +322,7 @@ def eval_(
         if not oracle:
             selector = selector_for(selector, not no_selector, model is None and adapter is None, names)
             model, adapter = model_and_adapter(model, adapter)
-            config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len,
-                                  logprobs=predictions is not None)  # for train-selector's generator-confidence model
+            config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
             tagger = build_tagger(entity_types, config, batch_sentences, selector, selector_threshold)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -417,7 +411,7 @@ def train_selector_cmd(
     limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
     seed: int = typer.Option(0, help="Seed of sampling and initialisation."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
-    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives, and the threshold is calibrated on its spans in the held-out sentences, combined with its log-probabilities at each span's brackets when the file has them; repeatable."),
+    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives, and the threshold is calibrated on its spans in the held-out sentences; repeatable."),
     calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the threshold of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -446,8 +440,6 @@ def train_selector_cmd(
         fail(str(err), 1)
     calibration = report["calibration"]
     before = f" (generator alone {calibration['f1_without_selector']:.3f})" if "f1_without_selector" in calibration else ""
-    if "confidence" in calibration:
-        before += f"; with the generator's confidence (encoder alone {calibration['f1_encoder_only']:.3f})"
     typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  held-out F1 {report['dev_f1']:.3f}{before}  ({report['steps']} steps)")
 
 

@@ -71,9 +71,6 @@ class EngineConfig:
     start-up there), compiled on GPU."""
     seed: int = 0
     """Sampling seed (decoding is greedy; the seed only fixes tie-breaking in kernels)."""
-    logprobs: bool = False
-    """Report each output token's log-probability (the selector's generator-confidence feature;
-    ``build_tagger`` turns it on when the selector uses it)."""
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:

@@ -40,24 +40,16 @@ def predict(
     return entities, counts
 
 
-def sentence_predictions(entities: Sequence[Entity], dropped: Sequence[Entity] | None = None) -> dict[str, dict[str, list]]:
+def sentence_predictions(entities: Sequence[Entity], dropped: Sequence[Entity] | None = None) -> dict[str, list[list]]:
     """Every span the generator predicted, per sentence key, offsets into the sentence
     (``bulkner eval --predictions``; ``bulkner train-selector --predictions`` reads them back as
-    generator negatives and calibration spans): ``{"spans": [[start, end, type], ...]}``, rows
-    ``[start, end, type, score, kept]`` when a selector ran (``dropped`` is its dropped spans), and
-    ``"logprobs"``, each span's generator log-probabilities at its brackets, when the engine
-    reported them."""
-    rows: dict[str, dict[str, list]] = {}
+    generator negatives): ``[start, end, type]``, or, when a selector ran (``dropped`` is its
+    dropped spans), ``[start, end, type, score, kept]``."""
+    rows: dict[str, list[list]] = {}
     for kept, group in ((True, entities), (False, dropped or ())):
         for e in group:
             row = [e.start - e.sentence.start, e.end - e.sentence.start, e.type]
-            found = rows.setdefault(e.sentence.key, {"spans": []})
-            found["spans"].append(row if dropped is None else row + [round(e.score, 6), kept])
-            if e.logprobs is not None:
-                found.setdefault("logprobs", []).append([round(x, 4) for x in e.logprobs])
-    for found in rows.values():  # all or none: a parallel list
-        if len(found.get("logprobs", ())) != len(found["spans"]):
-            found.pop("logprobs", None)
+            rows.setdefault(e.sentence.key, []).append(row if dropped is None else row + [round(e.score, 6), kept])
     return rows
 
 

@@ -173,10 +173,7 @@ class Tagger:
         for reject in result.rejects:
             rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
         for span in result.spans:
-            logprobs = None
-            if gen.token_logprobs:
-                logprobs = tuple(gen.logprob_at(char) for char in result.brackets[span])
-            entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type, logprobs=logprobs))
+            entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
 
     def _select(self, found: list[Entity], stats: TagStats) -> list[Entity]:
         """Score ``found`` with the selector (if any) and keep those at or over its threshold."""
@@ -185,7 +182,7 @@ class Tagger:
             from bulkner.selector import Candidate
 
             offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
-            candidates = [Candidate(e.sentence.text, s, t, self.types[e.type], e.logprobs) for e, (s, t) in zip(found, offsets)]
+            candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
             started = time.perf_counter()
             scores = self.selector.score(candidates)
             stats.selector_seconds += time.perf_counter() - started
@@ -222,5 +219,4 @@ def build_tagger(
 
         scorer = Selector(selector, selector_threshold)
         scorer.setup()
-        config = replace(config, logprobs=config.logprobs or scorer.uses_logprobs)
     return Tagger(build_engine(config), builder, batch_sentences, scorer)

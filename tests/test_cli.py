@@ -335,21 +335,6 @@ def test_eval_predictions_become_train_selector_negatives(tmp_path, tiny_encoder
     assert hard["calibration"]["f1_without_selector"] == 0.0 and hard["dev_f1"] == 0.0
     bad = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "s3", "--predictions", tmp_path / "r.json")
     assert bad.exit_code == 2 and "not a bulkner eval prediction" in bad.output
-    # the generator's log-probabilities (sure of its right spans, unsure of its near misses): --calibrate-only fits
-    # the generator-confidence model on the held-out spans and calibrates the combined score
-    mixed = [{"key": r["key"], "spans": r["spans"] + n["spans"],
-              "logprobs": [[-0.01, -0.02]] * len(r["spans"]) + [[-3.0, -0.4]] * len(n["spans"])} for r, n in zip(rows, near)]
-    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
-    again = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "sel2", "--calibrate-only",
-                   "--predictions", tmp_path / "mixed.jsonl")
-    assert again.exit_code == 0 and "generator's confidence" in again.output, again.output
-    meta = json.loads((tmp_path / "sel2" / "selector.json").read_text())
-    assert meta["confidence"]["weights"][1] > 0 and meta["report"]["calibration"]["f1"] == 1.0
-    mixed[0]["logprobs"] = mixed[0]["logprobs"][1:]  # not one pair per span
-    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
-    bad = invoke("train-selector", "--source", f"pubtator:{gold}", "--out", tmp_path / "sel2", "--calibrate-only",
-                 "--predictions", tmp_path / "mixed.jsonl")
-    assert bad.exit_code == 2 and "not a bulkner eval prediction" in bad.output
 
 
 def test_eval_oracle_on_a_type_subset(tmp_path):

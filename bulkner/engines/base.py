@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -28,16 +27,6 @@ class Generation:
     output_tokens: int
     finished: bool = True
     """False when generation stopped at ``max_tokens`` rather than at an end-of-sequence token."""
-    token_logprobs: tuple[tuple[int, float], ...] | None = None
-    """Per output token, the offset in ``text`` where it ends and its log-probability under the
-    model; None when the engine does not report them."""
-
-    def logprob_at(self, char: int) -> float | None:
-        """Log-probability of the token that produced ``text[char]`` (None when not reported)."""
-        if not self.token_logprobs:
-            return None
-        index = bisect_right(self.token_logprobs, char, key=lambda pair: pair[0])
-        return self.token_logprobs[min(index, len(self.token_logprobs) - 1)][1]
 
 
 class Engine(Protocol):

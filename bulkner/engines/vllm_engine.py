@@ -144,11 +144,7 @@ class VllmEngine:
             from vllm import SamplingParams
 
             self._params[max_tokens] = SamplingParams(
-                temperature=0.0,
-                max_tokens=max_tokens,
-                stop_token_ids=self._stop_ids,
-                skip_special_tokens=True,
-                logprobs=0 if self.config.logprobs else None,  # 0: only the chosen token's own
+                temperature=0.0, max_tokens=max_tokens, stop_token_ids=self._stop_ids, skip_special_tokens=True
             )
         return self._params[max_tokens]
 
@@ -197,24 +193,4 @@ def _to_generation(prompt: Prompt, output: Any) -> Generation:
         prompt_tokens=len(output.prompt_token_ids),
         output_tokens=len(completion.token_ids),
         finished=completion.finish_reason == "stop",
-        token_logprobs=token_logprobs(completion),
     )
-
-
-def token_logprobs(completion: Any) -> tuple[tuple[int, float], ...] | None:
-    """``(end offset in text, log-probability)`` per token of ``completion``, from the detokenized
-    pieces vLLM reports with each log-probability; None when there are none or when the pieces
-    do not spell the text (a character split over tokens)."""
-    if not completion.logprobs:
-        return None
-    pairs, end = [], 0
-    for token_id, entry in zip(completion.token_ids, completion.logprobs):
-        chosen = entry[token_id]
-        piece = chosen.decoded_token or ""
-        if not completion.text.startswith(piece, end):
-            if end == len(completion.text):  # the end-of-sequence token, not part of the text
-                break
-            return None
-        end += len(piece)
-        pairs.append((end, chosen.logprob))
-    return tuple(pairs) if end == len(completion.text) else None

@@ -19,7 +19,7 @@ import logging
 import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from bulkner.schema import Reject, Span
@@ -48,9 +48,6 @@ class ParseResult:
     """Sorted by (start, -end, type), deduplicated, offsets into the sentence."""
     rejects: list[Reject]
     """Stage ``parse``; record is the block, line or mention text (truncated)."""
-    brackets: dict[Span, tuple[int, int]] = field(default_factory=dict)
-    """Each span's ``[`` and ``]`` as offsets into the output (its first mention when repeated):
-    where the generator decided on it (``Tagger`` reads its token log-probabilities there)."""
 
 
 def parse(output: str, sentence: str, types: Types) -> ParseResult:
@@ -64,13 +61,12 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
     if output.strip() in ("", NO_ENTITIES):
         return ParseResult([], [])
     blocks, rejects = split_blocks(output, label_index(types))
-    brackets: dict[Span, tuple[int, int]] = {}
-    for type_, body, offset in blocks:
+    spans: set[Span] = set()
+    for type_, body in blocks:
         found, problems = parse_block(body, sentence, type_)
-        for span, (open_at, close_at) in found:
-            brackets.setdefault(span, (offset + open_at, offset + close_at))
+        spans.update(found)
         rejects.extend(problems)
-    return ParseResult(sorted(brackets, key=lambda s: (s.start, -s.end, s.type)), rejects, brackets)
+    return ParseResult(sorted(spans, key=lambda s: (s.start, -s.end, s.type)), rejects)
 
 
 def normalize_label(label: str) -> str:
@@ -92,37 +88,34 @@ def label_index(types: Types) -> dict[str, str]:
     return index
 
 
-def split_blocks(output: str, index: Mapping[str, str]) -> tuple[list[tuple[str, str, int]], list[Reject]]:
-    """Split output into ``(type, block text, its offset in output)``; unusable lines become rejects."""
-    blocks, rejects, labelled, line_start = [], [], False, 0
+def split_blocks(output: str, index: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[Reject]]:
+    """Split output into ``(type, block text)`` pairs; unusable lines become rejects."""
+    blocks, rejects, labelled = [], [], False
     for line in output.split("\n"):
-        kind, value, body, offset = classify_line(_trim_line(line), index)
+        kind, value, body = classify_line(_trim_line(line), index)
         labelled |= kind in ("block", "unknown_type")
         if kind == "block":
-            blocks.append((value, body, line_start + offset))
+            blocks.append((value, body))
         elif kind != "skip":
             rejects.append(_reject(kind, value, "line is not a block of a requested type"))
-        line_start += len(line) + 1
     if not labelled:
         return [], [_reject("no_blocks", output, "no line of the form 'label: text'")]
     return blocks, rejects
 
 
-def classify_line(line: str, index: Mapping[str, str]) -> tuple[str, str, str, int]:
-    """``("block", type, body, body's offset in line)``, ``("unknown_type"|"stray_text", line, "", 0)``
-    or ``("skip", ...)``."""
+def classify_line(line: str, index: Mapping[str, str]) -> tuple[str, str, str]:
+    """``("block", type, body)``, ``("unknown_type"|"stray_text", line, "")`` or ``("skip", ...)``."""
     if line.strip() in ("", NO_ENTITIES):
-        return "skip", line, "", 0
+        return "skip", line, ""
     match = _LINE_RE.match(line)
     if match is None:
-        return "stray_text", line, "", 0
+        return "stray_text", line, ""
     key, rest = normalize_label(match["label"]), match["rest"]
     if key in index:
-        body = _trim_body(rest)
-        return "block", index[key], body, match.start("rest") + len(rest) - len(body)
+        return "block", index[key], _trim_body(rest)
     if _LABEL_SHAPE_RE.fullmatch(key) and rest.strip():
-        return "unknown_type", line, "", 0
-    return "stray_text", line, "", 0
+        return "unknown_type", line, ""
+    return "stray_text", line, ""
 
 
 def _trim_line(line: str) -> str:
@@ -136,41 +129,37 @@ def _trim_body(rest: str) -> str:
     return rest[2:] if rest.startswith("  ") else rest.removeprefix(" ")
 
 
-def parse_block(body: str, sentence: str, type_: str) -> tuple[list[tuple[Span, tuple[int, int]]], list[Reject]]:
-    """Spans of one block, aligned to ``sentence``, each with its brackets' offsets in ``body``;
-    and the block's rejects."""
+def parse_block(body: str, sentence: str, type_: str) -> tuple[list[Span], list[Reject]]:
+    """Spans of one block, aligned to ``sentence``, and the block's rejects."""
     if body.strip() == NO_ENTITIES:
         return [], []
     plain, mentions, rejects = scan_brackets(body)
     blocks = align(plain, sentence) if mentions else []
     spans = []
-    for start, end, brackets in mentions:
+    for start, end in mentions:
         span, reject = place_mention(plain, start, end, sentence, blocks, type_)
-        spans.extend([(span, brackets)] if span else [])
+        spans.extend([span] if span else [])
         rejects.extend([reject] if reject else [])
     return spans, rejects
 
 
-def scan_brackets(body: str) -> tuple[str, list[tuple[int, int, tuple[int, int]]], list[Reject]]:
-    """De-bracket and unescape ``body``: plain text, mentions ``(start, end)`` in it with their
-    ``[`` and ``]`` offsets in ``body``, and bracket rejects."""
+def scan_brackets(body: str) -> tuple[str, list[tuple[int, int]], list[Reject]]:
+    """De-bracket and unescape ``body``: plain text, mention offsets into it, bracket rejects."""
     parts: list[str] = []
-    length, at, stack, mentions, rejects = 0, 0, [], [], []
+    length, stack, mentions, rejects = 0, [], [], []
     for token in _TOKEN_RE.findall(body):
         if token == "[":
-            stack.append((length, at))
+            stack.append(length)
         elif token == "]" and stack:
-            start, open_at = stack.pop()
-            mentions.append((start, length, (open_at, at)))
+            mentions.append((stack.pop(), length))
         elif token == "]":
             rejects.append(_reject("unbalanced_brackets", body, f"']' without '[' at {length}"))
         else:
             text = UNESCAPES[token[1]] if len(token) == 2 and token[0] == "\\" else token
             parts.append(text)
             length += len(text)
-        at += len(token)
     plain = "".join(parts)
-    rejects += [_reject("unbalanced_brackets", plain[s:], f"'[' at {s} never closed") for s, _ in stack]
+    rejects += [_reject("unbalanced_brackets", plain[s:], f"'[' at {s} never closed") for s in stack]
     return plain, mentions, rejects
 
 

@@ -89,36 +89,6 @@ def test_vllm_tiny_answers_every_prompt_deterministically(tiny_vllm, tiny_prompt
     assert tiny_vllm.generate(list(reversed(tiny_prompts))) == list(reversed(first))
 
 
-@requires_vllm
-@pytest.mark.vllm
-def test_vllm_reports_token_log_probabilities_without_changing_the_text(tiny_vllm, tiny_prompts):
-    """With ``logprobs`` each generation carries (end offset, log-probability) per token, the
-    offsets spelling its text; greedy text is the same as without them."""
-    plain = tiny_vllm.generate(tiny_prompts)
-    assert all(g.token_logprobs is None for g in plain)
-    config = tiny_vllm.config
-    try:
-        tiny_vllm.config, tiny_vllm._params = dataclasses.replace(config, logprobs=True), {}
-        scored = tiny_vllm.generate(tiny_prompts)
-    finally:
-        tiny_vllm.config, tiny_vllm._params = config, {}
-    assert [g.text for g in scored] == [g.text for g in plain]
-    reported = [g for g in scored if g.token_logprobs]
-    assert reported  # pieces that do not spell the text (a split character) give None, never wrong offsets
-    for gen in reported:
-        ends = [end for end, _ in gen.token_logprobs]
-        assert ends == sorted(ends) and ends[-1] == len(gen.text) and len(ends) <= gen.output_tokens
-        assert all(lp <= 0.0 for _, lp in gen.token_logprobs)
-        if gen.text:
-            assert gen.logprob_at(0) == gen.token_logprobs[0][1] and gen.logprob_at(len(gen.text) - 1) == gen.token_logprobs[-1][1]
-
-
-def test_logprob_at_finds_the_token_of_a_character():
-    gen = Generation("s", "Disease:  [flu]", 5, 4, token_logprobs=((7, -0.1), (10, -0.2), (11, -1.5), (15, -0.3)))
-    assert [gen.logprob_at(i) for i in (0, 6, 7, 9, 10, 11, 14)] == [-0.1, -0.1, -0.2, -0.2, -1.5, -0.3, -0.3]
-    assert Generation("s", "None", 5, 1).logprob_at(0) is None
-
-
 def test_transformers_tiny_answers_every_prompt(tiny_transformers, tiny_prompts):
     gens = tiny_transformers.generate(tiny_prompts)
     check_generations(tiny_prompts, gens)

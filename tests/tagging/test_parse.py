@@ -237,18 +237,3 @@ def test_damaged_output_gives_valid_spans(case: tuple[str, str]) -> None:
     for start, end, type_ in result.spans:
         assert 0 <= start < end <= len(sentence) and type_ in TYPES
         assert not sentence[start].isspace() and not sentence[end - 1].isspace()
-
-
-def test_brackets_locate_each_span_in_the_output():
-    """``ParseResult.brackets`` gives the output offsets of each span's ``[`` and ``]`` (nested,
-    escaped text, second block, line separators), where the generator decided on it."""
-    sentence = "The [3H]thymidine test in breast cancer and DMD."
-    output = ("Chemical:  The \\[3H\\][thymidine] test in breast cancer and DMD.  \n"
-              "Disease:  The \\[3H\\]thymidine test in [[breast] cancer] and [DMD].")
-    result = parse(output, sentence, ["Chemical", "Disease"])
-    assert {sentence[s.start:s.end] for s in result.spans} == {"thymidine", "breast cancer", "breast", "DMD"}
-    assert set(result.brackets) == set(result.spans)
-    for span in result.spans:
-        open_at, close_at = result.brackets[span]
-        assert output[open_at] == "[" and output[close_at] == "]"
-        assert output[open_at + 1 : close_at].replace("[", "").replace("]", "") == sentence[span.start:span.end]
