@@ -123,6 +123,7 @@ class TrainConfig:
             (bool(self.out), f"out must be non-empty, got {self.out!r}"),
             (bool(self.sources), "at least one training source is needed"),
             (self.lora_r >= 1 and self.lora_alpha >= 1, f"lora_r and lora_alpha must be >= 1, got {self.lora_r}, {self.lora_alpha}"),
+            (self.dense_names >= 1, f"dense_names must be >= 1, got {self.dense_names}"),
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1 or None, got {self.max_steps}"),
