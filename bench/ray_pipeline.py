@@ -106,9 +106,9 @@ class Finish:
 
     def __init__(self, config: RunConfig, out: str) -> None:
         from bulkner.pipeline import TagStats
-        from bulkner.selector import Selector
+        from bulkner.selector import open_selector
 
-        selector = Selector(config.selector, config.selector_threshold)
+        selector = open_selector(config.selector, config.selector_threshold)
         selector.setup()
         self.tagger, self.stats, self.out, self.count = cpu_tagger(config, selector), TagStats(), out, 0
 

@@ -1,6 +1,7 @@
-"""The entity selector on a generator's saved spans: strict F1 without it, with it as a filter, and
-(``--boundaries``) with it also choosing between each span and its boundary variants; its time
-per span. Prints JSON.
+"""The entity selector on a generator's saved spans: strict F1 without it, with it as a filter, with
+the spans a span selector adds (``filter_and_add``: what ``run``/``eval`` do), and, for a pair
+selector (``--boundaries``), with it also choosing between each span and its boundary variants; its
+time. Prints JSON.
 
     .venv/bin/bulkner eval --gold G --format pubtator --no-selector --predictions P.jsonl
     .venv/bin/python bench/selector.py --gold G --format pubtator --predictions P.jsonl [--selector DIR]
@@ -10,7 +11,7 @@ selector dropped); this bench then scores those spans with the selector (default
 at its calibrated threshold, so variants of the selector are compared on identical generations.
 Scores are strict micro P/R/F1 over the types of the predictions file, as ``bulkner eval`` counts
 them (gold mentions cut by a sentence boundary are misses). ``selector_seconds`` is the time to
-score every span once after a warm-up (steady state; ``run`` and ``eval`` pay the warm-up once
+score every span (a span selector: every sentence) once after a warm-up (steady state; ``run`` and ``eval`` pay the warm-up once
 per process); ``--float32`` scores in float32 where bf16 is native, to compare.
 ``boundaries_seconds`` is the extra time of the boundary choice.
 
@@ -69,7 +70,7 @@ def main() -> None:
     from bulkner.pipeline import segment
     from bulkner.scoring import Mention, score
     import bulkner.selector
-    from bulkner.selector import Candidate, Selector
+    from bulkner.selector import Candidate, Selector, open_selector
     from bulkner.types import resolve_types
 
     gold = unique_documents(read_corpus(args.format, args.gold).documents)
@@ -85,28 +86,36 @@ def main() -> None:
         s = sentences[key]
         return Mention(s.doc_id, s.passage_index, s.start + c.start, s.start + c.end, c.type.name)
 
-    def scored(chosen, keep) -> dict:
+    def scored(chosen, keep, where=None) -> dict:
         """Strict micro P/R/F1 (and tp/fp/fn) of the kept spans, as ``bulkner eval`` scores them."""
-        return score(truth, {mention(k, c) for k, c, ok in zip(keys, chosen, keep) if ok}, names)["strict"]["micro"]
+        return score(truth, {mention(k, c) for k, c, ok in zip(where or keys, chosen, keep) if ok}, names)["strict"]["micro"]
 
     if args.float32:
         bulkner.selector.scoring_dtype = lambda device: "float32"  # autocast asks it
-    selector = Selector(args.selector or default_selector(), args.threshold)
+    selector = open_selector(args.selector or default_selector(), args.threshold)
     selector.setup()
-    selector.score(cands[:64])  # warm-up: the first call pays one-time kernel set-up
+    texts = [s.text for s in sentences.values()]
+    selector.select(cands[:64], texts[:64], names)  # warm-up: the first call pays one-time kernel set-up
     started = time.perf_counter()
-    scores = selector.score(cands)
+    scores, keep, added = selector.select(cands, texts, names)
     selector_seconds = time.perf_counter() - started
+    by_text = {s.text: k for k, s in sentences.items()}
+    extra = [(by_text[text], Candidate(text, a, b, types.get(name) or resolve_types([name], None)[0])) for text, a, b, name, _ in added]
     report = {
-        "predictions": str(args.predictions), "types": names, "spans": len(cands), "gold": len(truth),
+        "predictions": str(args.predictions), "types": names, "spans": len(cands), "sentences": len(texts), "gold": len(truth),
         "selector": selector.fingerprint(), "threshold": selector.threshold,
         "generator": scored(cands, [True] * len(cands)),
-        "filter": scored(cands, selector.keep(scores)),
+        "filter": scored(cands, keep),
         "selector_seconds": round(selector_seconds, 2),
         "spans_per_second": round(len(cands) / selector_seconds, 1) if selector_seconds else None,
         "scored_in": bulkner.selector.scoring_dtype(selector.device),
     }
+    if added or getattr(selector, "kind", "pair") == "span":
+        report |= {"added": len(extra), "filter_and_add": scored(cands + [c for _, c in extra], keep + [True] * len(extra), keys + [k for k, _ in extra]),
+                   "add_threshold": selector.add_threshold}
     if args.boundaries:
+        if not isinstance(selector, Selector):
+            raise SystemExit("--boundaries measures a pair selector's boundary choice")
         started = time.perf_counter()
         refined, best = choose_boundaries(selector, cands, scores)
         report |= {"boundaries": scored(refined, [True] * len(cands)),

@@ -88,9 +88,9 @@ def measure(urls: list[str], queue_batches: int, seconds_per_prompt: float, sele
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
         scorer = None
         if config.selector:
-            from bulkner.selector import Selector
+            from bulkner.selector import open_selector
 
-            scorer = Selector(config.selector, None)
+            scorer = open_selector(config.selector)
             scorer.setup()
         builder = RecordingBuilder(PromptBuilder(worker.types, tokenizer, config.engine.max_model_len))
         engine = DeviceLikeEngine(builder.texts, seconds_per_prompt)

@@ -149,6 +149,7 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
     if "entities_by_type" in summary and summary["prompt_tokens"]:
         by_type = ", ".join(f"{t} {n}" for t, n in summary["entities_by_type"].items()) or "none"
         dropped = f"; the selector dropped {summary['selector_dropped']}" if summary["selector_dropped"] else ""
+        dropped += f"; the selector added {summary['selector_added']}" if summary.get("selector_added") else ""
         out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type}){dropped}")
         out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
     rejects = summary["rejects_by_reason"]
@@ -413,11 +414,15 @@ def train_selector_cmd(
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
     predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives, and the threshold is calibrated on its spans in the held-out sentences; repeatable."),
     calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the threshold of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
+    kind: str = typer.Option("pair", help="pair: the contrastive cross-encoder (one pass per span, filters); span: a span classifier (one pass per sentence, filters the generator's spans and adds those it is sure of; what the default selector is)."),
+    head_lr: float = typer.Option(1e-3, help="Learning rate of the freshly initialised head."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train the contrastive entity selector: gold spans against boundary-perturbed, wrong-type and
-    (with --predictions) the generator's own false-positive spans."""
+    """Train an entity selector. pair (default): the contrastive cross-encoder, gold spans against
+    boundary-perturbed, wrong-type and (with --predictions) the generator's own false-positive
+    spans. span: a span classifier over every span of each training sentence (the default selector)."""
     from bulkner.selector_train import SelectorTrainConfig, recalibrate, train_selector
+    from bulkner.span_selector import recalibrate_span, train_span_selector
     from bulkner.train_data import TrainSource
 
     setup_logging(verbose)
@@ -427,20 +432,23 @@ def train_selector_cmd(
             sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
             dev_sources=tuple(TrainSource.parse(s) for s in dev_source), encoder=encoder, epochs=epochs, lr=lr,
             batch_size=batch_size, negatives_per_gold=negatives_per_gold, max_length=max_length, contrastive_weight=contrastive_weight,
-            limit=limit, seed=seed, bf16=bf16,
+            limit=limit, seed=seed, bf16=bf16, head_lr=head_lr,
         )
+        if kind not in ("pair", "span"):
+            raise ValueError(f"--kind must be pair or span, got {kind!r}")
         if calibrate_only:
-            calibration = recalibrate(config, negatives)
+            calibration = (recalibrate_span if kind == "span" else recalibrate)(config, negatives)
             report = {"threshold": calibration["threshold"], "dev_f1": calibration["f1"], "calibration": calibration, "steps": 0}
         else:
-            report = train_selector(config, negatives, progress=True)
+            report = (train_span_selector if kind == "span" else train_selector)(config, negatives, progress=True)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
     calibration = report["calibration"]
     before = f" (generator alone {calibration['f1_without_selector']:.3f})" if "f1_without_selector" in calibration else ""
-    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}  held-out F1 {report['dev_f1']:.3f}{before}  ({report['steps']} steps)")
+    added = f"  add threshold {calibration['add_threshold']:.3f}" if "add_threshold" in calibration else ""
+    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}{added}  held-out F1 {report['dev_f1']:.3f}{before}  ({report['steps']} steps)")
 
 
 @app.command("export")

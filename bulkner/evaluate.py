@@ -83,9 +83,11 @@ def evaluate(
         tagger, unreachable = oracle_tagger(gold, sentences, types)
     scored = predictions is not None and tagger.selector is not None
     tagger.dropped = [] if scored else None
+    tagger.added = [] if predictions is not None else None
     entities, counts = predict(sentences, rejects, tagger, progress)
-    if predictions is not None:
-        predictions.update(sentence_predictions(entities, tagger.dropped))
+    if predictions is not None:  # the generator's spans only: not those a selector added
+        added = {id(e) for e in tagger.added}
+        predictions.update(sentence_predictions([e for e in entities if id(e) not in added], tagger.dropped))
     found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(gold_mentions(gold, names), found, names)

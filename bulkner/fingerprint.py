@@ -27,12 +27,12 @@ def _artifact(path: str | None) -> str | None:
 
 
 def _selector(config: RunConfig) -> str:
-    """The selector's identity (version, weights hash, threshold), or ``none``."""
+    """The selector's identity (kind, version, weights hash, thresholds), or ``none``."""
     if config.selector is None:
         return "none"
-    from bulkner.selector import Selector
+    from bulkner.selector import open_selector
 
-    return Selector(config.selector, config.selector_threshold).fingerprint()
+    return open_selector(config.selector, config.selector_threshold).fingerprint()
 
 
 def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool = True) -> dict:

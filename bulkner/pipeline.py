@@ -54,6 +54,8 @@ class TagStats:
     """Generations cut at ``max_tokens`` (their complete blocks still count)."""
     selector_dropped: int = 0
     """Parsed spans the entity selector scored under its threshold."""
+    selector_added: int = 0
+    """Spans a span selector added that the generator did not propose."""
     generate_seconds: float = 0.0
     """Wall time inside the engine's ``generate``."""
     selector_seconds: float = 0.0
@@ -67,6 +69,7 @@ class TagStats:
             "output_tokens": self.output_tokens,
             "unfinished": self.unfinished,
             "selector_dropped": self.selector_dropped,
+            "selector_added": self.selector_added,
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
             "entities_by_type": dict(sorted(self.entities.items())),
@@ -111,6 +114,8 @@ class Tagger:
         """A ``bulkner.selector.Selector`` that scores and filters parsed spans, or None."""
         self.dropped: list[Entity] | None = None
         """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
+        self.added: list[Entity] | None = None
+        """When a list, the spans the selector adds are appended to it too (evaluation)."""
 
     def close(self) -> None:
         self.engine.close()
@@ -160,7 +165,7 @@ class Tagger:
         found: list[Entity] = []
         for sentence, generation in zip(batch.sentences, batch.generations, strict=True):
             self._collect(sentence, generation, stats, found, batch.rejects)
-        batch.entities = self._select(found, stats)
+        batch.entities = self._select(found, batch.sentences, stats)
         return batch
 
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
@@ -175,8 +180,9 @@ class Tagger:
         for span in result.spans:
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
 
-    def _select(self, found: list[Entity], stats: TagStats) -> list[Entity]:
-        """Score ``found`` with the selector (if any) and keep those at or over its threshold."""
+    def _select(self, found: list[Entity], sentences: Sequence[Sentence], stats: TagStats) -> list[Entity]:
+        """Score ``found`` with the selector (if any), keep those at or over its threshold and add
+        the spans of ``sentences`` it proposes itself (a span selector)."""
         kept = found
         if self.selector is not None:
             from bulkner.selector import Candidate
@@ -184,14 +190,19 @@ class Tagger:
             offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
             candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
             started = time.perf_counter()
-            scores = self.selector.score(candidates)
+            scores, keep, extra = self.selector.select(candidates, [s.text for s in sentences], self.type_names)
             stats.selector_seconds += time.perf_counter() - started
             scored = [replace(e, score=p) for e, p in zip(found, scores)]
-            keep = self.selector.keep(scores)
             kept = [e for e, ok in zip(scored, keep) if ok]
             stats.selector_dropped += len(found) - len(kept)
             if self.dropped is not None:
                 self.dropped += [e for e, ok in zip(scored, keep) if not ok]
+            by_text = {s.text: s for s in sentences}
+            added = [Entity(by_text[text], by_text[text].start + a, by_text[text].start + b, name, p) for text, a, b, name, p in extra]
+            stats.selector_added += len(added)
+            if self.added is not None:
+                self.added += added
+            kept += added
         for e in kept:
             stats.entities[e.type] += 1
         return kept
@@ -215,8 +226,8 @@ def build_tagger(
     builder = PromptBuilder(types, tokenizer, config.max_model_len)
     scorer = None
     if selector is not None:
-        from bulkner.selector import Selector
+        from bulkner.selector import open_selector
 
-        scorer = Selector(selector, selector_threshold)
+        scorer = open_selector(selector, selector_threshold)
         scorer.setup()
     return Tagger(build_engine(config), builder, batch_sentences, scorer)

@@ -240,6 +240,16 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
+def open_selector(path: str | Path, threshold: float | None = None, device: str = "auto") -> Any:
+    """The selector saved at ``path``: a :class:`Selector` (pair cross-encoder) or, when its
+    ``selector.json`` says ``"kind": "span"``, a :class:`bulkner.span_selector.SpanSelector`."""
+    if read_meta(path).get("kind", "pair") == "span":
+        from bulkner.span_selector import SpanSelector
+
+        return SpanSelector(path, threshold, device=device)
+    return Selector(path, threshold, device=device)
+
+
 def scoring_dtype(device: str) -> str:
     """``bfloat16`` (autocast) on GPUs and on CPUs with native bf16, where it is fast; else ``float32``."""
     from bulkner.hardware import cpu_has_bf16
@@ -322,6 +332,12 @@ class Selector:
     def keep(self, scores: Sequence[float]) -> list[bool]:
         """Whether each score passes the threshold (``score >= threshold``)."""
         return [s >= self.threshold for s in scores]
+
+    def select(self, candidates: Sequence[Candidate], sentences: Sequence[str], types: Sequence[str]) -> tuple[list[float], list[bool], list]:
+        """Scores and keep decisions of ``candidates``; a pair selector adds no spans (the
+        interface of :class:`bulkner.span_selector.SpanSelector`)."""
+        scores = self.score(candidates)
+        return scores, self.keep(scores), []
 
     def fingerprint(self) -> str:
         """Selector version, the whole directory by content (``selector.json``, the head and the

@@ -302,6 +302,17 @@ def test_train_selector_writes_a_loadable_selector(tmp_path, tiny_encoder):
     assert 0.0 <= Selector(tmp_path / "sel").threshold <= 1.0
     bad = invoke("train-selector", "--source", "nosuchformat:x", "--out", tmp_path / "s2")
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+    span = invoke("train-selector", "--kind", "span", "--source", f"pubtator:{gold}", "--out", tmp_path / "span",
+                  "--encoder", tiny_encoder, "--limit", "10", "--epochs", "1")
+    assert span.exit_code == 0 and "add threshold" in span.output, span.output
+    from bulkner.selector import open_selector
+    from bulkner.span_selector import SpanSelector
+
+    assert isinstance(open_selector(tmp_path / "span"), SpanSelector)
+    again = invoke("train-selector", "--kind", "span", "--calibrate-only", "--source", f"pubtator:{gold}", "--out", tmp_path / "span", "--limit", "10")
+    assert again.exit_code == 0 and "0 steps" in again.output, again.output
+    wrong = invoke("train-selector", "--kind", "spans", "--source", f"pubtator:{gold}", "--out", tmp_path / "s3")
+    assert wrong.exit_code == 2 and "--kind must be pair or span" in wrong.output
 
 
 def test_eval_predictions_become_train_selector_negatives(tmp_path, tiny_encoder):

