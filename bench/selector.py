@@ -1,5 +1,6 @@
 """The entity selector on a generator's saved spans: strict F1 without it, with it as a filter, with
-the spans a span selector adds (``filter_and_add``: what ``run``/``eval`` do), and, for a pair
+the spans a span selector adds (``filter_and_add``: what ``run``/``eval`` do), the span selector's
+own spans with no generator (``--alone``: P >= 0.5), and, for a pair
 selector (``--boundaries``), with it also choosing between each span and its boundary variants; its
 time. Prints JSON.
 
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--selector", help="selector directory (default: the shipped one)")
     parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
     parser.add_argument("--boundaries", action="store_true", help="also measure the boundary choice (7x the scoring time)")
+    parser.add_argument("--alone", action="store_true", help="span selector: also score its own spans with no generator (P >= 0.5)")
     parser.add_argument("--float32", action="store_true", help="score in float32 even where bf16 is native (to compare speed and scores)")
     args = parser.parse_args()
 
@@ -113,6 +115,12 @@ def main() -> None:
     if added or getattr(selector, "kind", "pair") == "span":
         report |= {"added": len(extra), "filter_and_add": scored(cands + [c for _, c in extra], keep + [True] * len(extra), keys + [k for k, _ in extra]),
                    "add_threshold": selector.add_threshold}
+    if args.alone:
+        if not hasattr(selector, "add_threshold"):
+            raise SystemExit("--alone needs a span selector")
+        selector.add_threshold = 0.5
+        own = [(by_text[text], Candidate(text, a, b, types.get(name) or resolve_types([name], None)[0])) for text, a, b, name, _ in selector.select([], texts, names)[2]]
+        report["selector_alone"] = scored([c for _, c in own], [True] * len(own), [k for k, _ in own])
     if args.boundaries:
         if not isinstance(selector, Selector):
             raise SystemExit("--boundaries measures a pair selector's boundary choice")
