@@ -190,15 +190,16 @@ class Tagger:
             offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
             candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
             started = time.perf_counter()
-            scores, keep, extra = self.selector.select(candidates, [s.text for s in sentences], self.type_names)
+            position = {id(s): k for k, s in enumerate(sentences)}
+            owners = [position[id(e.sentence)] for e in found]
+            scores, keep, extra = self.selector.select(candidates, owners, [s.text for s in sentences], self.type_names)
             stats.selector_seconds += time.perf_counter() - started
             scored = [replace(e, score=p) for e, p in zip(found, scores)]
             kept = [e for e, ok in zip(scored, keep) if ok]
             stats.selector_dropped += len(found) - len(kept)
             if self.dropped is not None:
                 self.dropped += [e for e, ok in zip(scored, keep) if not ok]
-            by_text = {s.text: s for s in sentences}
-            added = [Entity(by_text[text], by_text[text].start + a, by_text[text].start + b, name, p) for text, a, b, name, p in extra]
+            added = [Entity(sentences[k], sentences[k].start + a, sentences[k].start + b, name, p) for k, a, b, name, p in extra]
             stats.selector_added += len(added)
             if self.added is not None:
                 self.added += added

@@ -333,7 +333,8 @@ class Selector:
         """Whether each score passes the threshold (``score >= threshold``)."""
         return [s >= self.threshold for s in scores]
 
-    def select(self, candidates: Sequence[Candidate], sentences: Sequence[str], types: Sequence[str]) -> tuple[list[float], list[bool], list]:
+    def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
+               types: Sequence[str]) -> tuple[list[float], list[bool], list]:
         """Scores and keep decisions of ``candidates``; a pair selector adds no spans (the
         interface of :class:`bulkner.span_selector.SpanSelector`)."""
         scores = self.score(candidates)

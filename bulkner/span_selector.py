@@ -182,28 +182,33 @@ class SpanSelector:
             self.setup()
         return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
 
-    def select(self, candidates: Sequence[Candidate], sentences: Sequence[str], types: Sequence[str]) -> tuple[list[float], list[bool], list[tuple[str, int, int, str, float]]]:
-        """Scores and keep decisions of ``candidates`` (spans of ``sentences``; those it cannot score
-        — longer than ``MAX_WIDTH`` tokens, off word boundaries, of a type it was not trained on —
-        get 1.0 and are kept) and the spans it adds, ``(sentence, start, end, type, p)``, of ``types``."""
-        texts = list(dict.fromkeys([*sentences, *(c.sentence for c in candidates)]))
+    def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
+               types: Sequence[str]) -> tuple[list[float], list[bool], list[tuple[int, int, int, str, float]]]:
+        """Scores and keep decisions of ``candidates`` (``candidates[i]`` is a span of
+        ``sentences[owners[i]]``; those it cannot score — longer than ``MAX_WIDTH`` tokens, off
+        word boundaries, of a type it was not trained on — get 1.0 and are kept) and the spans it
+        adds, ``(sentence index, start, end, type, p)``, of ``types``. Sentences with the same text
+        are scored once and decided each on its own."""
+        texts = list(dict.fromkeys(sentences))
         probs = dict(zip(texts, self.probs(texts)))
         allowed = [self.types.index(t) for t in types if t in self.types]
         scores: list[float] = [1.0] * len(candidates)
         keep = [True] * len(candidates)
-        added: list[tuple[str, int, int, str, float]] = []
-        grouped: dict[str, list[int]] = {}
-        for i, c in enumerate(candidates):
+        added: list[tuple[int, int, int, str, float]] = []
+        grouped: dict[int, list[int]] = {}
+        for i, (c, owner) in enumerate(zip(candidates, owners, strict=True)):
+            if c.sentence != sentences[owner]:
+                raise ValueError(f"candidate {i} is not a span of sentence {owner}")
             if c.type.name in self.types:
-                grouped.setdefault(c.sentence, []).append(i)
-        for text in texts:
-            members = grouped.get(text, [])
+                grouped.setdefault(owner, []).append(i)
+        for owner, text in enumerate(sentences):
+            members = grouped.get(owner, [])
             proposed = [(candidates[i].start, candidates[i].end, self.types.index(candidates[i].type.name)) for i in members]
             found, extra = decide(probs[text], proposed, allowed, self.threshold, self.add_threshold)
             for i, p in zip(members, found):
                 if p is not None:
                     scores[i], keep[i] = p, p >= self.threshold
-            added += [(text, s, e, self.types[t], p) for s, e, t, p in extra]
+            added += [(owner, s, e, self.types[t], p) for s, e, t, p in extra]
         return scores, keep, added
 
     def fingerprint(self) -> str:

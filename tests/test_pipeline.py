@@ -111,7 +111,8 @@ class ThresholdSelector:
     def keep(self, scores):
         return [s >= self.threshold for s in scores]
 
-    def select(self, candidates, sentences, types):
+    def select(self, candidates, owners, sentences, types):
+        assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
         scores = self.score(candidates)
         return scores, self.keep(scores), []
 
@@ -122,9 +123,9 @@ class ThresholdSelector:
 class AddingSelector(ThresholdSelector):
     """Keeps what scores over 0.5 and adds every "Magnesium" the generator did not propose."""
 
-    def select(self, candidates, sentences, types):
-        scores, keep, _ = super().select(candidates, sentences, types)
-        added = [(text, text.index("Magnesium"), text.index("Magnesium") + 9, "Chemical", 0.99) for text in sentences if "Magnesium" in text]
+    def select(self, candidates, owners, sentences, types):
+        scores, keep, _ = super().select(candidates, owners, sentences, types)
+        added = [(k, text.index("Magnesium"), text.index("Magnesium") + 9, "Chemical", 0.99) for k, text in enumerate(sentences) if "Magnesium" in text]
         return scores, keep, added
 
 
@@ -147,16 +148,21 @@ def test_selector_scores_and_filters_parsed_spans():
 
 
 def test_span_selector_additions_become_entities():
-    sentences, _ = segment([DOC], 2000)
+    from dataclasses import replace as copy
+
+    twin = copy(DOC, doc_id="pmid:2")  # the same sentences in another document: each gets its own additions
+    sentences, _ = segment([DOC, twin], 2000)
+    answers = ANSWERS | {k.replace("pmid:1", "pmid:2"): v for k, v in ANSWERS.items()}
     scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.2, "cisplatin": 0.7, "Renal failure": 0.5, "Magnesium": 0.1}
     stats = TagStats()
-    tagger = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), 2, AddingSelector(scores))
+    tagger = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10, AddingSelector(scores))  # both twins in one call
     tagger.added = []
     entities, _ = tagger.tag(sentences, stats)
-    text = {(DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.score) for e in entities}
-    assert ("Magnesium", 0.99) in text and ("Magnesium", 0.1) not in text  # dropped as proposed, added back by the selector
-    assert stats.selector_added == len(tagger.added) == 1 and stats.selector_dropped == 2
-    assert stats.entities["Chemical"] == 3  # Cisplatin, cisplatin and the added Magnesium
+    text = {(e.sentence.doc_id, DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.score) for e in entities}
+    assert {("pmid:1", "Magnesium", 0.99), ("pmid:2", "Magnesium", 0.99)} <= text  # dropped as proposed, added back
+    assert not any(score == 0.1 for *_, score in text)
+    assert stats.selector_added == len(tagger.added) == 2 and stats.selector_dropped == 4
+    assert stats.entities["Chemical"] == 6  # Cisplatin, cisplatin and the added Magnesium, twice
 
 
 def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):

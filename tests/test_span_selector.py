@@ -82,11 +82,13 @@ def test_train_save_load_and_select(tiny_encoder, tmp_path):
     sentence, gold, _ = next(r for r in rows if r[1])
     types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
     cands = [Candidate(sentence.text, g.start, g.end, types[g.type]) for g in gold] + [Candidate(sentence.text, 0, len(sentence.text), types["Chemical"])]
-    scores, keep, added = selector.select(cands, [sentence.text, "An unrelated sentence."], ["Chemical", "Disease"])
+    scores, keep, added = selector.select(cands, [0] * len(cands), [sentence.text, "An unrelated sentence."], ["Chemical", "Disease"])
     assert len(scores) == len(keep) == len(cands) and all(0.0 <= p <= 1.0 for p in scores)
-    assert all(text in (sentence.text, "An unrelated sentence.") and name in types for text, _, _, name, _ in added)
+    assert all(k in (0, 1) and name in types for k, _, _, name, _ in added)
     again = SpanSelector(tmp_path / "span", threshold=0.77, device="cpu")
-    assert again.select(cands, [sentence.text], ["Chemical", "Disease"])[0] == pytest.approx(scores, abs=1e-5)
+    assert again.select(cands, [0] * len(cands), [sentence.text], ["Chemical", "Disease"])[0] == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(ValueError, match="not a span of sentence 1"):
+        again.select(cands, [1] * len(cands), [sentence.text, "An unrelated sentence."], ["Chemical"])
     assert again.fingerprint() != selector.fingerprint()  # the threshold used is part of it
     perfect = {s.key: list(g) for s, g, _ in rows}
     best = recalibrate_span(config, perfect)
@@ -105,6 +107,10 @@ def test_shipped_default_selector_finds_and_filters_real_mentions():
     text = "Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer."
     types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
     cands = [Candidate(text, 0, 9, types["Chemical"]), Candidate(text, 33, 44, types["Disease"])]  # "Cisplatin", "was reduced"
-    scores, keep, added = selector.select(cands, [text], ["Chemical", "Disease"])
+    scores, keep, added = selector.select(cands, [0, 0], [text, text], ["Chemical", "Disease"])
     assert keep == [True, False] and scores[0] > 0.5 > scores[1]
-    assert {(text[s:e], name) for _, s, e, name, _ in added} >= {("nephrotoxicity", "Disease"), ("ovarian cancer", "Disease"), ("magnesium", "Chemical")}
+    found = {(k, text[s:e], name) for k, s, e, name, _ in added}
+    assert found >= {(0, "nephrotoxicity", "Disease"), (0, "ovarian cancer", "Disease"), (0, "magnesium", "Chemical")}
+    # the same text twice is decided for each sentence on its own: the second one proposed nothing,
+    # so the selector adds Cisplatin there too
+    assert (1, "Cisplatin", "Chemical") in found and (0, "Cisplatin", "Chemical") not in found
