@@ -120,17 +120,18 @@ def main() -> None:
         "spans_per_second": round(len(cands) / selector_seconds, 1) if selector_seconds else None,
         "scored_in": bulkner.selector.scoring_dtype(selector.device),
     }
-    if added or getattr(selector, "kind", "pair") == "span":
+    span = not isinstance(selector, Selector)
+    if span:
         report |= {"added": len(extra), "filter_and_add": scored(cands + [c for _, c in extra], keep + [True] * len(extra), keys + [k for k, _ in extra]),
                    "add_threshold": selector.add_threshold}
     if args.alone:
-        if not hasattr(selector, "add_threshold"):
+        if not span:
             raise SystemExit("--alone needs a span selector")
         selector.add_threshold = 0.5
         own = as_candidates(selector.select([], [], texts, names)[2])
         report["selector_alone"] = scored([c for _, c in own], [True] * len(own), [k for k, _ in own])
     if args.boundaries:
-        if not isinstance(selector, Selector):
+        if span:
             raise SystemExit("--boundaries measures a pair selector's boundary choice")
         started = time.perf_counter()
         refined, best = choose_boundaries(selector, cands, scores)

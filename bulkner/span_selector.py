@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from bulkner.schema import Span
 from bulkner.selector import HEAD_FILE, META_FILE, SELECTOR_VERSION, Candidate, autocast, collate, pick_device, read_meta
@@ -74,8 +74,9 @@ def span_model(encoder: Any, n_types: int) -> Any:
             x = starts[row, first] + ends[row, last] + widths[last - first].to(hidden.dtype)
             return self.mlp[2](self.mlp[1](x.to(first_layer.weight.dtype)))
 
-        def head_state(self) -> dict:
-            return {f"width.{k}": v for k, v in self.width.state_dict().items()} | {f"mlp.{k}": v for k, v in self.mlp.state_dict().items()}
+        def head(self) -> Any:
+            """The width embedding and the classifier: what ``head.safetensors`` holds."""
+            return torch.nn.ModuleDict({"width": self.width, "mlp": self.mlp})
 
     return SpanModel()
 
@@ -145,8 +146,6 @@ def decide(probs: Probs, proposed: Sequence[tuple[int, int, int]], allowed: Sequ
 class SpanSelector:
     """A saved span selector: ``select`` filters proposed spans and adds its own (see module doc)."""
 
-    kind = KIND
-
     def __init__(self, path: str | Path, threshold: float | None = None, batch_size: int = 32, device: str = "auto") -> None:
         """``threshold`` overrides the calibrated keep threshold (the add threshold stays)."""
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -171,9 +170,7 @@ class SpanSelector:
         self.device = pick_device(self.device)
         self._tokenizer = AutoTokenizer.from_pretrained(self.path)
         model = span_model(load_encoder(self.path, self.meta), len(self.types))
-        head = {k: v.float() for k, v in load_file(str(self.path / self.meta["head"])).items()}
-        for name, part in (("width", model.width), ("mlp", model.mlp)):
-            part.load_state_dict({k[len(name) + 1 :]: v for k, v in head.items() if k.startswith(name + ".")})
+        model.head().load_state_dict({k: v.float() for k, v in load_file(str(self.path / self.meta["head"])).items()})
         self._model = model.to(self.device).eval()
         logger.info("span selector %s loaded on %s (keep %.3f, add %.3f)", self.path, self.device, self.threshold, self.add_threshold)
 
@@ -267,7 +264,7 @@ def train_span_selector(config: SelectorTrainConfig, predictions: Mapping[str, S
     encoder.get_input_embeddings().requires_grad_(False)
     model = span_model(encoder, len(types)).to(device)
     trained = [q for q in encoder.parameters() if q.requires_grad]
-    head = list(model.width.parameters()) + list(model.mlp.parameters())
+    head = list(model.head().parameters())
     optimizer = torch.optim.AdamW([{"params": trained, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=0.01)
     per_epoch = -(-len(rows) // config.batch_size)
     total = config.epochs * per_epoch
@@ -299,10 +296,7 @@ def train_span_selector(config: SelectorTrainConfig, predictions: Mapping[str, S
         with torch.no_grad():  # calibrate what is saved: the trained weights as float16
             for q in trained:
                 q.copy_(q.half().float())
-        items = held_out_items(model, tokenizer, dev_rows, types, predictions, config, device)
-        calibration = calibrate_span(items) | {"on": "generator" if predictions else "selector alone"}
-        if not predictions:
-            calibration["threshold"] = 0.0
+        calibration = held_out_calibration(lambda texts: span_probs(model, tokenizer, texts, config.max_length, device), dev_rows, types, predictions)
         log.write(json.dumps({"calibration": calibration}) + "\n")
     meta = {"version": SELECTOR_VERSION, "kind": KIND, "head": HEAD_FILE, "max_length": config.max_length, "types": types,
             "threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "max_width": MAX_WIDTH}
@@ -310,19 +304,9 @@ def train_span_selector(config: SelectorTrainConfig, predictions: Mapping[str, S
                       "encoder": encoder_dir, "steps": step, "train_sentences": len(rows), "gold_by_type": gold_counts,
                       "dev_sentences": len(dev_rows), "calibration": calibration, "threshold": calibration["threshold"],
                       "dev_f1": calibration["f1"], "seconds": round(time.time() - started, 1), "device": device}
-    save_selector(out, encoder, tokenizer, _Head(model.head_state()), meta, base=encoder_dir)
+    save_selector(out, encoder, tokenizer, model.head(), meta, base=encoder_dir)
     logger.info("span selector saved to %s: keep %.3f add %.3f, held-out F1 %.3f", out, calibration["threshold"], calibration["add_threshold"], calibration["f1"])
     return meta["report"]
-
-
-class _Head:
-    """What ``save_selector`` writes as the head: the width embedding and the classifier."""
-
-    def __init__(self, state: dict) -> None:
-        self._state = state
-
-    def state_dict(self) -> dict:
-        return self._state
 
 
 def step_loss(model: Any, tokenizer: Any, chunk: Sequence, types: Sequence[str], config: SelectorTrainConfig, device: str) -> tuple[Any, int]:
@@ -330,35 +314,38 @@ def step_loss(model: Any, tokenizer: Any, chunk: Sequence, types: Sequence[str],
     import torch
 
     rows, spans = encode(tokenizer, [s.text for s, _, _ in chunk], config.max_length)
-    index, labels, masked = [], [], []
+    index, labels = [], []
+    unannotated = torch.zeros(len(chunk), 1 + len(types), dtype=torch.bool)  # per sentence: the types its source does not annotate
     for r, ((sentence, gold, annotated), found) in enumerate(zip(chunk, spans)):
         label = {(g.start, g.end): 1 + types.index(g.type) for g in gold}
-        off = [1 + k for k, t in enumerate(types) if t not in {a.name for a in annotated}]
+        unannotated[r, [1 + k for k, t in enumerate(types) if t not in {a.name for a in annotated}]] = True
         for i, j, s, e in found.tolist():
             index.append((r, i, j))
             labels.append(label.get((s, e), 0))
-            masked.append(off)
     if not index:
         return None, 0
+    index = torch.tensor(index, device=device)
     with autocast(device, config.bf16):
-        logits = model(collate(tokenizer, rows, device), torch.tensor(index, device=device)).float()
-    mask = torch.zeros_like(logits, dtype=torch.bool)
-    for n, off in enumerate(masked):
-        mask[n, off] = True
+        logits = model(collate(tokenizer, rows, device), index).float()
+    mask = unannotated.to(device)[index[:, 0]]
     loss = torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e4), torch.tensor(labels, device=device))
     return loss, len(index)
 
 
-def held_out_items(model: Any, tokenizer: Any, dev_rows: Sequence, types: Sequence[str], predictions, config: SelectorTrainConfig, device: str) -> list:
-    """``(probs, proposed, allowed, gold)`` of each held-out sentence (proposed: the generator's spans)."""
-    probs = span_probs(model, tokenizer, [s.text for s, _, _ in dev_rows], config.max_length, device)
+def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows: Sequence, types: Sequence[str], predictions) -> dict:
+    """Both thresholds calibrated on the held-out sentences (:func:`calibrate_span`), their
+    probabilities from ``probs_of(texts)``; without ``predictions`` nothing is filtered (keep 0)."""
+    probs = probs_of([s.text for s, _, _ in dev_rows])
     items = []
     for (sentence, gold, annotated), p in zip(dev_rows, probs):
         names = [t.name for t in annotated]
         proposed = [(sp.start, sp.end, types.index(sp.type)) for sp in dict.fromkeys((predictions or {}).get(sentence.key, ()))
                     if sp.type in names and 0 <= sp.start < sp.end <= len(sentence.text)]
         items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}))
-    return items
+    calibration = calibrate_span(items) | {"on": "generator" if predictions else "selector alone"}
+    if not predictions:
+        calibration["threshold"] = 0.0
+    return calibration
 
 
 def recalibrate_span(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None) -> dict:
@@ -367,11 +354,7 @@ def recalibrate_span(config: SelectorTrainConfig, predictions: Mapping[str, Sequ
     ``selector.json`` and returns the calibration."""
     _, dev_rows, _ = split_rows(config, random.Random(config.seed))
     selector = SpanSelector(config.out, device=config.device)
-    selector.setup()
-    items = held_out_items(selector._model, selector._tokenizer, dev_rows, selector.types, predictions, config, selector.device)
-    calibration = calibrate_span(items) | {"on": "generator" if predictions else "selector alone"}
-    if not predictions:
-        calibration["threshold"] = 0.0
+    calibration = held_out_calibration(selector.probs, dev_rows, selector.types, predictions)  # at the selector's own max_length
     selector.close()
     meta = read_meta(config.out)
     meta |= {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"]}
