@@ -152,6 +152,9 @@ class SpanSelector:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.path = Path(path)
         self.meta = read_meta(self.path)
+        missing = [k for k in ("threshold", "add_threshold", "types", "head", "max_length") if k not in self.meta]
+        if missing:
+            raise ValueError(f"{self.path / META_FILE} is a span selector without {', '.join(missing)}: not written by train-selector --kind span")
         self.threshold = float(self.meta["threshold"] if threshold is None else threshold)
         self.add_threshold = float(self.meta["add_threshold"])
         self.types = list(self.meta["types"])

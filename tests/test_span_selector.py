@@ -90,6 +90,13 @@ def test_train_save_load_and_select(tiny_encoder, tmp_path):
     with pytest.raises(ValueError, match="not a span of sentence 1"):
         again.select(cands, [1] * len(cands), [sentence.text, "An unrelated sentence."], ["Chemical"])
     assert again.fingerprint() != selector.fingerprint()  # the threshold used is part of it
+    import json
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "selector.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "add_threshold"}))
+    with pytest.raises(ValueError, match="span selector without add_threshold"):
+        open_selector(broken)
     perfect = {s.key: list(g) for s, g, _ in rows}
     best = recalibrate_span(config, perfect)
     assert best["f1_without_selector"] == best["f1"] == 1.0 and read_meta(tmp_path / "span")["threshold"] == best["threshold"]
