@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bulkner.corpora.pubtator import NCBI_DISEASE_TYPES, read_pubtator
-from bulkner.evaluate import oracle_check
+from bulkner.evaluation.evaluate import oracle_check
 from bulkner.types import resolve_types
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ner"

@@ -2,7 +2,7 @@
 
 Reads a PubTator gold file with ``bulkner.corpora.registry.read_corpus``, runs the peer over every
 passage (title and abstract separately) with ``nlp.pipe``, maps its one label ``CHEMICAL`` to
-``Chemical`` and scores against the gold Chemical mentions with ``bulkner.scoring.score`` (the
+``Chemical`` and scores against the gold Chemical mentions with ``bulkner.evaluation.scoring.score`` (the
 scorer ``bulkner eval`` uses). Prints one JSON object: strict and relaxed micro scores, seconds
 spent tagging (model load excluded) and passages per second (single process, CPU).
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import spacy
 
 from bulkner.corpora.registry import read_corpus
-from bulkner.evaluate import gold_mentions, unique_documents
-from bulkner.scoring import Mention, score
+from bulkner.evaluation.evaluate import gold_mentions, unique_documents
+from bulkner.evaluation.scoring import Mention, score
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GOLD = ROOT / ".." / "shared" / "data" / "ner" / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"

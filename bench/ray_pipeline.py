@@ -7,7 +7,7 @@ Designs, each in a fresh local Ray over the same shards, with the default tagger
 - ``pool``: the replica pool as it was: each replica reads, segments, builds prompts, generates,
   parses, selects and writes a shard one step after another (``--queue-batches 0``).
 - ``staged``: the same pool, each replica running a shard's stages in three threads joined by
-  bounded queues (``bulkner.stages``; the default, ``--queue-batches 2``).
+  bounded queues (``bulkner.pipeline.stages``; the default, ``--queue-batches 2``).
 - ``ray-data``: Ray Data: read/segment/prompt, generate and parse/select as three actor stages
   (``Dataset.map`` with a class, one actor each; the engine's with the replica's CPUs, the others
   with half a CPU) that Ray Data streams batches through, entities written as Parquet; it keeps
@@ -59,9 +59,9 @@ def cpu_tagger(config: RunConfig, selector=None):
     """A ``Tagger`` without an engine, for the CPU steps (``prepare``, ``finish``)."""
     from transformers import AutoTokenizer
 
-    from bulkner.models import resolve_model
-    from bulkner.pipeline import Tagger
-    from bulkner.prompt import PromptBuilder
+    from bulkner.checkpoints import resolve_model
+    from bulkner.pipeline.tagger import Tagger
+    from bulkner.pipeline.prompt import PromptBuilder
     from bulkner.types import resolve_types
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.engine.model))
@@ -76,9 +76,9 @@ class Prepare:
         self.tagger, self.config = cpu_tagger(config), config
 
     def __call__(self, row: dict) -> list[dict]:
-        from bulkner.pipeline import batched
-        from bulkner.reader import LatestRecords
-        from bulkner.runner.shard import CHUNK_RECORDS, Chunk
+        from bulkner.pipeline.tagger import batched
+        from bulkner.connectors.discover import LatestRecords
+        from bulkner.pipeline.shard import CHUNK_RECORDS, Chunk
 
         out = []
         for records in batched(LatestRecords(row["item"], self.config.input), CHUNK_RECORDS):
@@ -91,7 +91,7 @@ class Generate:
     """Ray Data stage 2: the engine (one replica)."""
 
     def __init__(self, config: RunConfig) -> None:
-        from bulkner.pipeline import TagStats, build_tagger
+        from bulkner.pipeline.tagger import TagStats, build_tagger
         from bulkner.types import resolve_types
 
         self.tagger = build_tagger(resolve_types(config.types), config.engine, config.batch_sentences)
@@ -105,7 +105,7 @@ class Finish:
     """Ray Data stage 3: parse, select, write the batch's entities as one Parquet file."""
 
     def __init__(self, config: RunConfig, out: str) -> None:
-        from bulkner.pipeline import TagStats
+        from bulkner.pipeline.tagger import TagStats
         from bulkner.selector import open_selector
 
         selector = open_selector(config.selector, config.selector_threshold)
@@ -115,7 +115,7 @@ class Finish:
     def __call__(self, row: dict) -> dict:
         import pyarrow.parquet as pq
 
-        from bulkner.writer import entities_table
+        from bulkner.outputs.writer import entities_table
 
         batch = self.tagger.finish(row["batch"], self.stats)
         self.count += 1

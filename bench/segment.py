@@ -2,7 +2,7 @@
 
 Usage: python bench/segment.py [--repeats 3]
 
-For bulkner.segment, syntok and pysbd: exact-span P/R/F1 and case accuracy on
+For bulkner.pipeline.sentences, syntok and pysbd: exact-span P/R/F1 and case accuracy on
 tests/data/segment/tricky.txt and on all 2,000 GENIA 3.02 abstracts, and single-threaded speed
 (sentences per second, best of ``--repeats`` passes over the GENIA abstracts).
 """
@@ -20,7 +20,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bulkner.segment import split_sentences  # noqa: E402
+from bulkner.pipeline.sentences import split_sentences  # noqa: E402
 from tests.test_segment import (  # noqa: E402
     Case,
     Spans,

@@ -67,10 +67,10 @@ def main() -> None:
 
     from bulkner.cli import read_predictions
     from bulkner.corpora.registry import read_corpus
-    from bulkner.evaluate import gold_mentions, unique_documents
-    from bulkner.models import default_selector
-    from bulkner.pipeline import segment
-    from bulkner.scoring import Mention, score
+    from bulkner.evaluation.evaluate import gold_mentions, unique_documents
+    from bulkner.checkpoints import default_selector
+    from bulkner.pipeline.tagger import segment
+    from bulkner.evaluation.scoring import Mention, score
     import bulkner.selector
     from bulkner.selector import Candidate, Selector, open_selector
     from bulkner.types import resolve_types

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from bulkner.config import DEFAULT_TYPES, RunConfig, model_and_adapter, selector_for
 from bulkner.engines.base import Generation
-from bulkner.runner.shard import ShardWorker
-from bulkner.writer import OutputDir
+from bulkner.pipeline.shard import ShardWorker
+from bulkner.outputs.writer import OutputDir
 
 
 
@@ -76,9 +76,9 @@ class DeviceLikeEngine:
 def measure(urls: list[str], queue_batches: int, seconds_per_prompt: float, selector: bool) -> dict:
     from transformers import AutoTokenizer
 
-    from bulkner.models import resolve_model
-    from bulkner.pipeline import Tagger
-    from bulkner.prompt import PromptBuilder
+    from bulkner.checkpoints import resolve_model
+    from bulkner.pipeline.tagger import Tagger
+    from bulkner.pipeline.prompt import PromptBuilder
 
     model, _ = model_and_adapter(None, None)
     with tempfile.TemporaryDirectory() as out:

@@ -39,10 +39,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from bulkner.hardware import cpu_has_bf16, cpu_model
-    from bulkner.models import resolve_model
-    from bulkner.train import TrainConfig, load_model
-    from bulkner.train_data import TrainSource, build_examples
-    from bulkner.train_step import plain_loss_sum, prefix_loss_sum
+    from bulkner.checkpoints import resolve_model
+    from bulkner.training.train import TrainConfig, load_model
+    from bulkner.training.data import TrainSource, build_examples
+    from bulkner.training.step import plain_loss_sum, prefix_loss_sum
 
     if not BC5CDR_TRAIN.is_file():
         sys.exit(f"train_speed: {BC5CDR_TRAIN} not found (the shared data sits beside the repository)")

@@ -163,7 +163,7 @@ def execute(
     inputs: List[str], config: RunConfig, with_model: bool, json_path: Optional[Path], ray: Optional[RayConfig] = None
 ) -> None:
     """Run locally, or on Ray when ``ray`` holds the Ray runner's options; print the summary."""
-    from bulkner.writer import FingerprintMismatch
+    from bulkner.outputs.writer import FingerprintMismatch
 
     output_dir(config.out)
     output_file(json_path, "--summary-json")
@@ -305,9 +305,9 @@ def eval_(
 ) -> None:
     """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
     from bulkner.corpora.registry import read_corpus
-    from bulkner.evaluate import evaluate
-    from bulkner.pipeline import build_tagger
-    from bulkner.scoring import format_table
+    from bulkner.evaluation.evaluate import evaluate
+    from bulkner.pipeline.tagger import build_tagger
+    from bulkner.evaluation.scoring import format_table
     from bulkner.types import resolve_types
 
     setup_logging(verbose)
@@ -379,7 +379,7 @@ def train_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fine-tune a causal LM on LLMNER targets built from gold corpora (loss on the answer only)."""
-    from bulkner.train import TrainConfig, train
+    from bulkner.training.train import TrainConfig, train
 
     setup_logging(verbose)
     try:
@@ -424,7 +424,7 @@ def train_selector_cmd(
     spans. span: a span classifier over every span of each training sentence (the default selector)."""
     from bulkner.selector_train import SelectorTrainConfig, recalibrate, train_selector
     from bulkner.span_selector import recalibrate_span, train_span_selector
-    from bulkner.train_data import TrainSource
+    from bulkner.training.data import TrainSource
 
     setup_logging(verbose)
     negatives = read_predictions(predictions) if predictions else None
@@ -462,7 +462,7 @@ def export_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Export the latest documents of OUT's finished shards with their entities as PubTator, BioC or JSONL."""
-    from bulkner.export import WRITERS, export
+    from bulkner.outputs.export import WRITERS, export
 
     setup_logging(verbose)
     if fmt not in WRITERS:
@@ -495,7 +495,7 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML page about OUT's finished shards: entities by type, top mentions,
     throughput per shard, rejects, the fingerprint and a viewer of sampled tagged sentences."""
-    from bulkner.report import write_report
+    from bulkner.outputs.report import write_report
 
     setup_logging(verbose)
     output_file(output, "--output")
@@ -518,7 +518,7 @@ def lexicon_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Lexicon JSON file to write."),
 ) -> None:
     """Build a VANER lexicon: every annotated surface form of each concept, by type (for train --dense-lexicon)."""
-    from bulkner.lexicon import build_lexicon, write_lexicon
+    from bulkner.training.lexicon import build_lexicon, write_lexicon
 
     for path in source:
         if not path.is_file():

@@ -16,7 +16,7 @@ def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str 
     """What to run for the CLI's ``--model``/``--adapter``: neither given is the default tagger
     (the base model plus the shipped adapter); an adapter alone goes on the default base."""
     if model is None and adapter is None:
-        from bulkner.models import default_adapter
+        from bulkner.checkpoints import default_adapter
 
         return DEFAULT_MODEL, default_adapter()
     return model or DEFAULT_MODEL, adapter
@@ -32,7 +32,7 @@ def selector_for(selector: str | None, enabled: bool, default_tagger: bool, type
         return selector
     if not enabled or not default_tagger:
         return None
-    from bulkner.models import default_selector
+    from bulkner.checkpoints import default_selector
     from bulkner.selector import read_meta
 
     path = default_selector()
@@ -92,7 +92,7 @@ INPUT_FORMATS = ("auto", "pubmed", "pmc", "jsonl", "parquet", "text")
 
 @dataclass(frozen=True)
 class InputConfig:
-    """How input files are read (``bulkner.reader``)."""
+    """How input files are read (``bulkner.connectors.discover``)."""
 
     format: str = "auto"
     """``auto`` (by file name, and by root element for ``.xml``), ``pubmed``, ``pmc`` (JATS

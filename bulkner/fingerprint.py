@@ -12,14 +12,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from bulkner import prompt, reader, segment, tagging
+from bulkner import tagging
+from bulkner.connectors import discover
+from bulkner.pipeline import prompt, sentences
 from bulkner.config import RunConfig
-from bulkner.models import content_id
+from bulkner.checkpoints import content_id
 from bulkner.types import EntityType
 
 
 def _artifact(path: str | None) -> str | None:
-    """A local model or adapter directory by content (``models.content_id``); anything else (an
+    """A local model or adapter directory by content (``checkpoints.content_id``); anything else (an
     alias, a hub id) by name."""
     if path is None:
         return None
@@ -40,8 +42,8 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
     engine = config.engine
     parts = {
         "input": asdict(config.input),
-        "reader": reader.READER_VERSION,
-        "segmenter": segment.VERSION,
+        "reader": discover.READER_VERSION,
+        "segmenter": sentences.VERSION,
         "max_sentence_chars": config.max_sentence_chars,
     }
     if with_model:

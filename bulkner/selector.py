@@ -171,7 +171,7 @@ def save_selector(out: str | Path, encoder: Any, tokenizer: Any, head: Any, meta
     if base is None:
         encoder.save_pretrained(out, safe_serialization=True)
     else:
-        from bulkner.models import content_id
+        from bulkner.checkpoints import content_id
 
         trained = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in encoder.named_parameters() if p.requires_grad}
         save_file(trained, str(out / ENCODER_FILE))
@@ -191,7 +191,7 @@ def _package_installed() -> bool:
 
 def base_encoder_dir(meta: dict) -> Path:
     """The base encoder of a compact selector, checked by content; ValueError when it is missing or another one."""
-    from bulkner.models import content_id
+    from bulkner.checkpoints import content_id
 
     name = meta["base_encoder"]
     path = default_encoder_dir() if name == PACKAGE_BASE else Path(name)
@@ -342,9 +342,9 @@ class Selector:
 
     def fingerprint(self) -> str:
         """Selector version, the whole directory by content (``selector.json``, the head and the
-        fine-tuned encoder: ``models.content_id``; a compact selector's ``selector.json`` holds its
+        fine-tuned encoder: ``checkpoints.content_id``; a compact selector's ``selector.json`` holds its
         base encoder's content id), and the threshold used."""
-        from bulkner.models import content_id
+        from bulkner.checkpoints import content_id
 
         return f"selector-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}"
 

@@ -195,7 +195,7 @@ class SelectorTrainConfig:
     """How to train a selector (``bulkner train-selector``)."""
 
     sources: tuple[Any, ...]
-    """Gold corpora (:class:`bulkner.train_data.TrainSource`, ``TrainSource.parse("FORMAT:PATH[:Types]")``)."""
+    """Gold corpora (:class:`bulkner.training.data.TrainSource`, ``TrainSource.parse("FORMAT:PATH[:Types]")``)."""
     out: str
     """Output selector directory."""
     encoder: str | None = None
@@ -256,8 +256,8 @@ TOKENIZERS: dict[str, Tokens] = {"whitespace": whitespace_tokens, "word": word_t
 def source_sentences(sources: Sequence[Any], types_file: str | None) -> tuple[list[tuple[Sentence, list[Span], Any]], dict]:
     """``(sentence, gold spans, entity types)`` of every source sentence, and per-type counts."""
     from bulkner.corpora.registry import read_corpus
-    from bulkner.pipeline import segment
-    from bulkner.train_data import MAX_SENTENCE_CHARS, keep_mentions
+    from bulkner.pipeline.tagger import segment
+    from bulkner.training.data import MAX_SENTENCE_CHARS, keep_mentions
     from bulkner.types import resolve_types
 
     rows, counts = [], defaultdict(int)

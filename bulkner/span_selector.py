@@ -213,7 +213,7 @@ class SpanSelector:
 
     def fingerprint(self) -> str:
         """Kind, version, the directory by content, and both thresholds used."""
-        from bulkner.models import content_id
+        from bulkner.checkpoints import content_id
 
         return f"selector-span-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}"
 

@@ -19,7 +19,7 @@ CLASSES = [
     ("bulkner/config.py", "InputConfig", "`--input-format`, `--id-field`, `--text-field`: how inputs are read"),
     ("bulkner/config.py", "EngineConfig", "`--engine`, `--model`, `--adapter`, `--dtype` ...: the generator"),
     ("bulkner/config.py", "RayConfig", "`--runner ray`, `--replicas`, `--max-attempts` ...: replicas on a Ray cluster"),
-    ("bulkner/train.py", "TrainConfig", "`bulkner train`: fine-tuning the generator"),
+    ("bulkner/training/train.py", "TrainConfig", "`bulkner train`: fine-tuning the generator"),
     ("bulkner/selector_train.py", "SelectorTrainConfig", "`bulkner train-selector`: the entity selector"),
 ]
 

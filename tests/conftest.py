@@ -46,7 +46,7 @@ def bulkner_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir(bulkner_cache: Path) -> Path:
     """The real SmolLM2-135M-Instruct, converted from the shipped GGUF once per session (~30 s)."""
-    from bulkner.models import resolve_model
+    from bulkner.checkpoints import resolve_model
 
     return Path(resolve_model("smollm2-135m"))
 
@@ -57,7 +57,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from bulkner.models import save_gguf_tokenizer, smollm2_gguf_path
+    from bulkner.checkpoints import save_gguf_tokenizer, smollm2_gguf_path
 
     out = tmp_path_factory.mktemp("tiny-llama")
     save_gguf_tokenizer(smollm2_gguf_path(), out)

@@ -29,7 +29,7 @@ def test_models_are_identified_by_content_not_place(tmp_path):
 
 
 def test_the_reader_version_is_part_of_the_fingerprint(monkeypatch):
-    from bulkner import reader
+    from bulkner.connectors import discover as reader
 
     before = fp()
     monkeypatch.setattr(reader, "READER_VERSION", reader.READER_VERSION + 1)

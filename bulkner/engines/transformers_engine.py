@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Generation, Prompt
-from bulkner.models import end_token_ids, resolve_model
+from bulkner.checkpoints import end_token_ids, resolve_model
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Generation, Prompt
 from bulkner.hardware import cpu_has_bf16
-from bulkner.models import end_token_ids, merged_model, resolve_model
+from bulkner.checkpoints import end_token_ids, merged_model, resolve_model
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from bulkner.config import RunConfig
 from bulkner.connectors.fs import shard_name
-from bulkner.runner.shard import ShardReport, ShardWorker, plan
-from bulkner.writer import OutputDir
+from bulkner.pipeline.shard import ShardReport, ShardWorker, plan
+from bulkner.outputs.writer import OutputDir
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from bulkner.config import RayConfig, RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.runner.local import RunSummary
-from bulkner.runner.shard import ShardReport, ShardWorker, finished, plan
-from bulkner.writer import OutputDir
+from bulkner.pipeline.shard import ShardReport, ShardWorker, finished, plan
+from bulkner.outputs.writer import OutputDir
 
 log = logging.getLogger(__name__)
 

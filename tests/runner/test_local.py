@@ -69,7 +69,7 @@ def test_a_touched_or_copied_input_is_not_redone(tmp_path):
 CRASH = """
 import os, sys
 import pyarrow.fs as pafs
-from bulkner import writer
+from bulkner.outputs import writer
 from bulkner.config import RunConfig
 from bulkner.runner import local
 

@@ -17,7 +17,7 @@ import pytest
 import bulkner
 from bulkner.cli import sample_input
 from bulkner.config import EngineConfig, RayConfig, RunConfig
-from bulkner.writer import TEMP
+from bulkner.outputs.writer import TEMP
 from tests.test_kill_resume import RECORD, make_shards, pubmed_file, tables
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'bulkner[ray]')")

@@ -1,0 +1,234 @@
+"""The pure steps of one shard: segment documents into sentences, tag sentences into entities.
+
+Each step takes a batch and returns new records plus the rejects it produced; nothing here knows
+whether it runs in-process or in a Ray actor, nor where the output goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import Iterable, Iterator, Sequence
+
+from bulkner.config import EngineConfig
+from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
+from bulkner.pipeline.prompt import PromptBuilder
+from bulkner.schema import Document, Entity, Reject, Sentence
+from bulkner.pipeline.sentences import split_sentences
+from bulkner.tagging import parse
+from bulkner.types import EntityType
+
+log = logging.getLogger(__name__)
+
+
+def segment(documents: Sequence[Document], max_chars: int) -> tuple[list[Sentence], list[Reject]]:
+    """Split every passage of every document into sentences (offsets into the passage text).
+
+    A sentence longer than ``max_chars`` is rejected (``sentence_too_long``), not truncated.
+    """
+    sentences: list[Sentence] = []
+    rejects: list[Reject] = []
+    for doc in documents:
+        for p_index, passage in enumerate(doc.passages):
+            for s_index, (start, end) in enumerate(split_sentences(passage.text)):
+                sentence = Sentence(doc.doc_id, doc.version, p_index, s_index, start, end, passage.text[start:end])
+                if end - start > max_chars:
+                    detail = f"{end - start} characters > max_sentence_chars={max_chars}"
+                    rejects.append(Reject("segment", "sentence_too_long", sentence.key, detail))
+                    continue
+                sentences.append(sentence)
+    return sentences, rejects
+
+
+@dataclass
+class TagStats:
+    """Token and outcome counts of a tagging run."""
+
+    prompts: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    unfinished: int = 0
+    """Generations cut at ``max_tokens`` (their complete blocks still count)."""
+    selector_dropped: int = 0
+    """Parsed spans the entity selector scored under its threshold."""
+    selector_added: int = 0
+    """Spans a span selector added that the generator did not propose."""
+    generate_seconds: float = 0.0
+    """Wall time inside the engine's ``generate``."""
+    selector_seconds: float = 0.0
+    """Wall time scoring spans with the selector."""
+    entities: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {
+            "prompts": self.prompts,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "unfinished": self.unfinished,
+            "selector_dropped": self.selector_dropped,
+            "selector_added": self.selector_added,
+            "generate_seconds": round(self.generate_seconds, 3),
+            "selector_seconds": round(self.selector_seconds, 3),
+            "entities_by_type": dict(sorted(self.entities.items())),
+        }
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most ``size`` items (read lazily from any iterable)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@dataclass
+class Batch:
+    """One engine call's worth of sentences on its way through the stages (``Tagger``)."""
+
+    size: int
+    """Sentences of the batch, those rejected before the engine included (progress)."""
+    sentences: list[Sentence]
+    """The sentences that have a prompt, in order."""
+    prompts: list[Prompt]
+    rejects: list[Reject] = field(default_factory=list)
+    """Prompt rejects, then (after ``finish``) parse rejects."""
+    generations: list[Generation] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
+    """After ``finish``: the spans kept, with their selector scores."""
+
+
+class Tagger:
+    """Sentences in, entities out, in three batch steps that runners may run in separate threads
+    (``runner.shard``): ``prepare`` (prompts; CPU), ``generate`` (the engine only), ``finish``
+    (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
+
+    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None) -> None:
+        self.engine = engine
+        self.builder = builder
+        self.types = {t.name: t for t in builder.types}
+        self.type_names = list(self.types)
+        self.batch_sentences = batch_sentences
+        self.selector = selector
+        """A ``bulkner.selector.Selector`` that scores and filters parsed spans, or None."""
+        self.dropped: list[Entity] | None = None
+        """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
+        self.added: list[Entity] | None = None
+        """When a list, the spans the selector adds are appended to it too (evaluation)."""
+
+    def close(self) -> None:
+        self.engine.close()
+        if self.selector is not None:
+            self.selector.close()
+
+    def tag(self, sentences: Sequence[Sentence], stats: TagStats, progress=None) -> tuple[list[Entity], list[Reject]]:
+        """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done."""
+        entities: list[Entity] = []
+        rejects: list[Reject] = []
+        for batch in self.batches(sentences):
+            self.finish(self.generate(batch, stats), stats)
+            entities += batch.entities
+            rejects += batch.rejects
+            if progress is not None:
+                progress.update(batch.size)
+        return entities, rejects
+
+    def batches(self, sentences: Iterable[Sentence]) -> Iterator[Batch]:
+        """``prepare`` over consecutive batches of ``batch_sentences`` sentences."""
+        for batch in batched(sentences, self.batch_sentences):
+            yield self.prepare(batch)
+
+    def prepare(self, sentences: Sequence[Sentence]) -> Batch:
+        """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``)."""
+        batch = Batch(len(sentences), [], [])
+        for sentence in sentences:
+            prompt = self.builder.build(sentence)
+            if prompt is None:
+                detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
+                batch.rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))
+                continue
+            batch.prompts.append(prompt)
+            batch.sentences.append(sentence)
+        return batch
+
+    def generate(self, batch: Batch, stats: TagStats) -> Batch:
+        """The engine's generations for ``batch``'s prompts, in their order."""
+        if batch.prompts:
+            started = time.perf_counter()
+            batch.generations = join_by_id(batch.prompts, self.engine.generate(batch.prompts))
+            stats.generate_seconds += time.perf_counter() - started
+        return batch
+
+    def finish(self, batch: Batch, stats: TagStats) -> Batch:
+        """Parse each generation into spans of its sentence, then score and filter them (selector)."""
+        found: list[Entity] = []
+        for sentence, generation in zip(batch.sentences, batch.generations, strict=True):
+            self._collect(sentence, generation, stats, found, batch.rejects)
+        batch.entities = self._select(found, batch.sentences, stats)
+        return batch
+
+    def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
+        stats.prompts += 1
+        stats.prompt_tokens += gen.prompt_tokens
+        stats.output_tokens += gen.output_tokens
+        if not gen.finished:
+            stats.unfinished += 1
+        result = parse(gen.text, sentence.text, self.type_names)
+        for reject in result.rejects:
+            rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
+        for span in result.spans:
+            entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
+
+    def _select(self, found: list[Entity], sentences: Sequence[Sentence], stats: TagStats) -> list[Entity]:
+        """Score ``found`` with the selector (if any), keep those at or over its threshold and add
+        the spans of ``sentences`` it proposes itself (a span selector)."""
+        kept = found
+        if self.selector is not None:
+            from bulkner.selector import Candidate
+
+            offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
+            candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
+            started = time.perf_counter()
+            position = {id(s): k for k, s in enumerate(sentences)}
+            owners = [position[id(e.sentence)] for e in found]
+            scores, keep, extra = self.selector.select(candidates, owners, [s.text for s in sentences], self.type_names)
+            stats.selector_seconds += time.perf_counter() - started
+            scored = [replace(e, score=p) for e, p in zip(found, scores)]
+            kept = [e for e, ok in zip(scored, keep) if ok]
+            stats.selector_dropped += len(found) - len(kept)
+            if self.dropped is not None:
+                self.dropped += [e for e, ok in zip(scored, keep) if not ok]
+            added = [Entity(sentences[k], sentences[k].start + a, sentences[k].start + b, name, p) for k, a, b, name, p in extra]
+            stats.selector_added += len(added)
+            if self.added is not None:
+                self.added += added
+            kept += added
+        for e in kept:
+            stats.entities[e.type] += 1
+        return kept
+
+
+def build_tagger(
+    types: Sequence[EntityType],
+    config: EngineConfig,
+    batch_sentences: int,
+    selector: str | None = None,
+    selector_threshold: float | None = None,
+) -> Tagger:
+    """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
+    from transformers import AutoTokenizer
+
+    from bulkner.engines import build_engine
+    from bulkner.checkpoints import resolve_model
+    from bulkner.pipeline.prompt import PromptBuilder
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+    builder = PromptBuilder(types, tokenizer, config.max_model_len)
+    scorer = None
+    if selector is not None:
+        from bulkner.selector import open_selector
+
+        scorer = open_selector(selector, selector_threshold)
+        scorer.setup()
+    return Tagger(build_engine(config), builder, batch_sentences, scorer)

@@ -1,0 +1,52 @@
+"""An input's identity: size, mtime and a hash of its first and last MiB decide whether it changed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bulkner.connectors.identity import MIB, change, head_tail_hash, input_identity
+
+
+@pytest.fixture
+def big(tmp_path):
+    path = tmp_path / "big.xml"
+    path.write_bytes(bytes(range(256)) * (3 * MIB // 256))  # 3 MiB: head, middle and tail
+    return path
+
+
+def rewrite(path, offset: int, byte: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 1] = byte
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(1, 1))  # always another mtime than the recorded one
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    ("head", "same size, other content"),
+    ("tail", "same size, other content"),
+    ("middle", ""),  # the documented limit: only the first and last MiB are read
+])
+def test_same_size_edits(big, where, reason):
+    recorded = input_identity(str(big))
+    rewrite(big, {"head": 10, "middle": int(1.5 * MIB), "tail": 3 * MIB - 1}[where], b"!")
+    assert change(recorded, str(big)) == reason
+
+
+def test_size_and_mtime_are_checked_first(big):
+    recorded = input_identity(str(big))
+    assert recorded["size"] == 3 * MIB and recorded["mtime_ns"] == big.stat().st_mtime_ns
+    assert change(recorded, str(big)) == ""
+    assert change(recorded | {"blake2b_head_tail": "stale"}, str(big)) == ""  # same size and mtime: not read
+    with big.open("ab") as f:
+        f.write(b"more")
+    assert change(recorded, str(big)) == f"size {3 * MIB} -> {3 * MIB + 4} bytes"
+    assert change(None, str(big)) == ""  # a marker from before identities were recorded
+
+
+def test_small_files_are_hashed_whole(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * (MIB + 10))
+    b.write_bytes(b"x" * MIB + b"y" + b"x" * 9)
+    assert head_tail_hash(str(a), MIB + 10) != head_tail_hash(str(b), MIB + 10)

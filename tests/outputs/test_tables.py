@@ -1,0 +1,59 @@
+"""Reading output tables sees finished shards only, on local paths and object-store URLs."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+import bulkner
+from bulkner.schema import TABLES, Document, Passage
+from bulkner.outputs.writer import OutputDir, documents_table
+
+
+def write(out: OutputDir, shard: str, pmids: list[int], marker: bool = True) -> None:
+    docs = [Document(f"pmid:{p}", 1, (Passage("title", f"Title {p}."),)) for p in pmids]
+    out.write_shard(shard, {"documents": documents_table(docs, shard)}, {"documents": len(docs)})
+    if not marker:
+        out.undo(shard)  # a crash between its tables and its marker
+
+
+@pytest.fixture
+def out(tmp_path):
+    out = OutputDir(str(tmp_path / "out"))
+    write(out, "n10", [3, 4])
+    write(out, "n9", [1, 2])
+    write(out, "n11", [5], marker=False)
+    return str(tmp_path / "out")
+
+
+def test_only_finished_shards_are_read(out):
+    assert bulkner.finished_files(out, "documents") == [f"{out}/documents/n9.parquet", f"{out}/documents/n10.parquet"]
+    table = bulkner.read_table(out, "documents")
+    assert table.schema.equals(TABLES["documents"])
+    assert table.column("doc_id").to_pylist() == ["pmid:1", "pmid:2", "pmid:3", "pmid:4"]
+    assert pq.read_table(f"{out}/documents/n11.parquet").num_rows == 1  # there, but not finished
+
+
+def test_columns_and_tables_a_run_did_not_write(out):
+    assert bulkner.read_table(out, "documents", columns=["doc_id"]).column_names == ["doc_id"]
+    entities = bulkner.read_table(out, "entities")  # a split writes no entities
+    assert entities.num_rows == 0 and entities.schema.equals(TABLES["entities"])
+    assert bulkner.finished_files(out, "entities") == []
+
+
+def test_bad_names_are_refused(out, tmp_path):
+    with pytest.raises(ValueError, match="no table 'entity'; the tables are documents"):
+        bulkner.read_table(out, "entity")
+    with pytest.raises(FileNotFoundError, match="no output directory"):
+        bulkner.read_table(str(tmp_path / "nowhere"), "documents")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_object_store_urls(tmp_path):
+    pytest.importorskip("fsspec")
+    url = f"memory://{tmp_path.name}/out"
+    out = OutputDir(url)
+    write(out, "a", [1])
+    write(out, "b", [2], marker=False)
+    assert bulkner.finished_files(url, "documents") == [f"{url}/documents/a.parquet"]
+    assert bulkner.read_table(url, "documents").column("doc_id").to_pylist() == ["pmid:1"]

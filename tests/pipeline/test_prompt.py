@@ -1,0 +1,43 @@
+"""Prompts: shared instruction prefix first, sentence last, the model's chat template."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+
+from bulkner.pipeline.prompt import PromptBuilder, instruction, messages
+from bulkner.schema import Sentence
+from bulkner.types import resolve_types
+
+TYPES = resolve_types(["Chemical", "Disease"])
+
+
+def sentence(text: str, index: int = 0) -> Sentence:
+    return Sentence("pmid:1", 1, 0, index, 0, len(text), text)
+
+
+def test_instruction_lists_types_and_definitions():
+    text = instruction(TYPES)
+    assert "Entity types include: Chemical, Disease\n" in text
+    assert "Chemical: chemical compounds" in text and "Disease: diseases" in text
+    assert messages(TYPES, "Aspirin helps.")[1]["content"].endswith("below:\nAspirin helps.")
+
+
+def test_prompts_share_prefix_and_end_with_sentence(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    builder = PromptBuilder(TYPES, tokenizer, max_model_len=2048)
+    a = builder.build(sentence("Aspirin reduced fever in 12 patients."))
+    b = builder.build(sentence("Naloxone reversed the respiratory depression caused by high doses of morphine in rats.", 1))
+    assert a.id == "pmid:1/0/0" and b.id == "pmid:1/0/1"
+    prefix = builder.prefix_ids
+    assert a.token_ids[: len(prefix)] == b.token_ids[: len(prefix)] == prefix
+    text = tokenizer.decode(a.token_ids)
+    assert text.startswith("<|im_start|>system\nYou are an expert in medical named entity recognition.")
+    assert text.endswith("Aspirin reduced fever in 12 patients.<|im_end|>\n<|im_start|>assistant\n")
+    assert b.max_tokens > a.max_tokens >= 2 * len(tokenizer.encode("Aspirin reduced fever in 12 patients."))
+
+
+def test_overlong_prompt_is_refused(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    builder = PromptBuilder(TYPES, tokenizer, max_model_len=len(PromptBuilder(TYPES, tokenizer, 4096).prefix_ids) + 40)
+    assert builder.build(sentence("Short.")) is not None
+    assert builder.build(sentence("A much longer sentence about aspirin and fever " * 3)) is None

@@ -1,0 +1,182 @@
+"""The pipeline steps: segmentation into sentences, tagging with id-checked joins."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkner.engines.base import Generation
+from bulkner.engines.oracle import OraclePrompts
+from bulkner.pipeline.tagger import Tagger, TagStats, segment
+from bulkner.schema import Document, Passage
+from bulkner.types import resolve_types
+
+TYPES = resolve_types(["Chemical", "Disease"])
+DOC = Document(
+    "pmid:1",
+    2,
+    (
+        Passage("title", "Cisplatin nephrotoxicity in rats."),
+        Passage("abstract", "We gave cisplatin i.v. to rats. Renal failure followed. Magnesium helped."),
+    ),
+)
+ANSWERS = {
+    "pmid:1/0/0": "Chemical:  [Cisplatin] nephrotoxicity in rats.  \nDisease:  Cisplatin [nephrotoxicity] in rats.",
+    "pmid:1/1/0": "Chemical:  We gave [cisplatin] i.v. to rats.",
+    "pmid:1/1/1": "Disease:  [Renal failure] followed.",
+    "pmid:1/1/2": "Chemical:  [Magnesium] helped.",
+}
+
+
+class ReverseEngine:
+    """Answers in reverse order, as a batching engine may."""
+
+    name = "reverse"
+
+    def __init__(self, answers, drop=None, double=None):
+        self.answers, self.drop, self.double = answers, drop, double
+
+    def generate(self, prompts):
+        out = [Generation(p.id, self.answers[p.id], 3, 5) for p in prompts if p.id != self.drop]
+        if self.double:
+            out.append(Generation(self.double, self.answers[self.double], 3, 5))
+        return out[::-1]
+
+    def close(self):
+        pass
+
+
+def test_segment_offsets_point_into_passages():
+    sentences, rejects = segment([DOC], max_chars=2000)
+    assert not rejects
+    assert [s.key for s in sentences] == list(ANSWERS)
+    for s in sentences:
+        assert DOC.passages[s.passage_index].text[s.start : s.end] == s.text
+        assert s.doc_version == 2
+
+
+def test_segment_rejects_overlong_sentences():
+    sentences, rejects = segment([DOC], max_chars=24)
+    assert [s.key for s in sentences] == ["pmid:1/1/1", "pmid:1/1/2"]
+    assert {r.reason for r in rejects} == {"sentence_too_long"}
+    assert {r.record for r in rejects} == {"pmid:1/0/0", "pmid:1/1/0"}
+
+
+def test_tagger_joins_reversed_answers_by_id_and_maps_to_passage_offsets():
+    sentences, _ = segment([DOC], 2000)
+    stats = TagStats()
+    entities, rejects = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), batch_sentences=3).tag(sentences, stats)
+    assert not rejects
+    got = [(e.sentence.passage_index, DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.type) for e in entities]
+    assert got == [
+        (0, "Cisplatin", "Chemical"),
+        (0, "nephrotoxicity", "Disease"),
+        (1, "cisplatin", "Chemical"),
+        (1, "Renal failure", "Disease"),
+        (1, "Magnesium", "Chemical"),
+    ]
+    assert stats.prompts == 4 and stats.prompt_tokens == 12 and stats.output_tokens == 20
+    assert stats.entities == {"Chemical": 3, "Disease": 2}
+
+
+@pytest.mark.parametrize("engine", [ReverseEngine(ANSWERS, drop="pmid:1/1/1"), ReverseEngine(ANSWERS, double="pmid:1/1/0")])
+def test_tagger_fails_loudly_on_lost_or_doubled_output(engine):
+    sentences, _ = segment([DOC], 2000)
+    with pytest.raises(RuntimeError, match="generation"):
+        Tagger(engine, OraclePrompts(TYPES), batch_sentences=10).tag(sentences, TagStats())
+
+
+def test_unplaceable_spans_become_parse_rejects():
+    sentences, _ = segment([DOC], 2000)
+    answers = dict(ANSWERS, **{"pmid:1/1/2": "Chemical:  [Zinc] helped."})
+    entities, rejects = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10).tag(sentences, TagStats())
+    assert "Zinc" not in {e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start] for e in entities}
+    assert [r.stage for r in rejects] == ["parse"]
+    assert rejects[0].record.startswith("pmid:1/1/2")
+
+
+class ThresholdSelector:
+    """A stand-in selector with a fixed score per mention text (the real one is tested end to end
+    in tests/test_cli.py and tests/test_selector.py)."""
+
+    threshold = 0.5
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.seen = []
+
+    def score(self, candidates):
+        self.seen += candidates
+        return [self.scores[c.sentence[c.start : c.end]] for c in candidates]
+
+    def keep(self, scores):
+        return [s >= self.threshold for s in scores]
+
+    def select(self, candidates, owners, sentences, types):
+        assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
+        scores = self.score(candidates)
+        return scores, self.keep(scores), []
+
+    def close(self):
+        pass
+
+
+class AddingSelector(ThresholdSelector):
+    """Keeps what scores over 0.5 and adds every "Magnesium" the generator did not propose."""
+
+    def select(self, candidates, owners, sentences, types):
+        scores, keep, _ = super().select(candidates, owners, sentences, types)
+        added = [(k, text.index("Magnesium"), text.index("Magnesium") + 9, "Chemical", 0.99) for k, text in enumerate(sentences) if "Magnesium" in text]
+        return scores, keep, added
+
+
+def test_selector_scores_and_filters_parsed_spans():
+    sentences, _ = segment([DOC], 2000)
+    scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.2, "cisplatin": 0.7, "Renal failure": 0.5, "Magnesium": 0.1}
+    selector = ThresholdSelector(scores)
+    stats = TagStats()
+    tagger = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), 2, selector)
+    entities, _ = tagger.tag(sentences, stats)
+    kept = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in entities}
+    assert kept == {("Cisplatin", 0.9), ("cisplatin", 0.7), ("Renal failure", 0.5)}
+    assert stats.selector_dropped == 2 and stats.entities == {"Chemical": 2, "Disease": 1}
+    assert {c.type.name for c in selector.seen} == {"Chemical", "Disease"} and len(selector.seen) == 5
+    assert stats.selector_seconds > 0 and stats.generate_seconds > 0
+    tagger.dropped = []  # evaluation keeps the dropped spans too, with their scores
+    tagger.tag(sentences, TagStats())
+    dropped = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in tagger.dropped}
+    assert dropped == {("nephrotoxicity", 0.2), ("Magnesium", 0.1)}
+
+
+def test_span_selector_additions_become_entities():
+    from dataclasses import replace as copy
+
+    twin = copy(DOC, doc_id="pmid:2")  # the same sentences in another document: each gets its own additions
+    sentences, _ = segment([DOC, twin], 2000)
+    answers = ANSWERS | {k.replace("pmid:1", "pmid:2"): v for k, v in ANSWERS.items()}
+    scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.2, "cisplatin": 0.7, "Renal failure": 0.5, "Magnesium": 0.1}
+    stats = TagStats()
+    tagger = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10, AddingSelector(scores))  # both twins in one call
+    tagger.added = []
+    entities, _ = tagger.tag(sentences, stats)
+    text = {(e.sentence.doc_id, DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.score) for e in entities}
+    assert {("pmid:1", "Magnesium", 0.99), ("pmid:2", "Magnesium", 0.99)} <= text  # dropped as proposed, added back
+    assert not any(score == 0.1 for *_, score in text)
+    assert stats.selector_added == len(tagger.added) == 2 and stats.selector_dropped == 4
+    assert stats.entities["Chemical"] == 6  # Cisplatin, cisplatin and the added Magnesium, twice
+
+
+def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):
+    from bulkner.connectors.discover import collect
+
+    def article(pmid, title):
+        return (f"<PubmedArticle><MedlineCitation><PMID Version='1'>{pmid}</PMID><Article>"
+                f"<ArticleTitle>{title}</ArticleTitle></Article></MedlineCitation></PubmedArticle>")
+
+    xml = ("<PubmedArticleSet>" + article(1, "Old.") + article(1, "New.") + article(2, "Deleted.")
+           + article(3, "Revived.") + "<DeleteCitation><PMID>2</PMID><PMID>3</PMID><PMID>4</PMID></DeleteCitation>"
+           + "</PubmedArticleSet>")
+    (tmp_path / "s.xml").write_text(xml)
+    documents, tombstones, rejects, replaced = collect(str(tmp_path / "s.xml"))
+    assert [(d.doc_id, d.passages[0].text) for d in documents] == [("pmid:1", "New.")]
+    assert sorted(t.doc_id for t in tombstones) == ["pmid:2", "pmid:3", "pmid:4"]
+    assert replaced == 1 and not rejects
