@@ -78,11 +78,11 @@ class Prepare:
     def __call__(self, row: dict) -> list[dict]:
         from bulkner.pipeline.tagger import batched
         from bulkner.connectors.discover import LatestRecords
-        from bulkner.pipeline.shard import CHUNK_RECORDS, Chunk
+        from bulkner.pipeline.shard import CHUNK_RECORDS, RecordChunk
 
         out = []
         for records in batched(LatestRecords(row["item"], self.config.input), CHUNK_RECORDS):
-            chunk = Chunk(records, self.config.max_sentence_chars)
+            chunk = RecordChunk(records, self.config.max_sentence_chars)
             out += [{"batch": batch} for batch in self.tagger.batches(chunk.sentences)]
         return out
 

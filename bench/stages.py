@@ -98,11 +98,11 @@ def measure(urls: list[str], queue_batches: int, seconds_per_prompt: float, sele
         target = OutputDir(out)
         target.claim(worker.fingerprint)
         started = time.perf_counter()
-        reports = [worker.process(url, target) for url in urls]
+        results = [worker.process(url, target) for url in urls]
         seconds = time.perf_counter() - started
-    sentences = sum(r.stats["sentences"] for r in reports)
-    generate = sum(r.stats["generate_seconds"] for r in reports)
-    entities = sum(sum(r.stats["entities_by_type"].values()) for r in reports)
+    sentences = sum(r.stats["sentences"] for r in results)
+    generate = sum(r.stats["generate_seconds"] for r in results)
+    entities = sum(sum(r.stats["entities_by_type"].values()) for r in results)
     return {"queue_batches": queue_batches, "sentences": sentences, "entities": entities, "seconds": round(seconds, 2),
             "generate_seconds": round(generate, 2), "engine_busy_share": round(generate / seconds, 3),
             "sentences_per_second": round(sentences / seconds, 1)}

@@ -1,7 +1,8 @@
-"""One worker's job on one shard: read, segment, tag, write. Runners only schedule shards.
+"""One worker's job on one shard: read → segment → prompt → generate → parse/select → write.
+Runners only schedule shards.
 
 A ``ShardWorker`` is built once per process or Ray actor; its heavy parts (tokenizer, engine) are
-built in ``setup()`` and released in ``teardown()``.
+built in ``setup()`` and released in ``teardown()``. ``start_run`` is how either runner begins.
 """
 
 from __future__ import annotations
@@ -9,47 +10,35 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 from bulkner.config import InputConfig, RunConfig
-from bulkner.connectors.fs import shard_name
-from bulkner.fingerprint import fingerprint
-from bulkner.connectors.identity import change, input_identity
-from bulkner.pipeline.tagger import Batch, Tagger, TagStats, batched, build_tagger, segment
 from bulkner.connectors.discover import LatestRecords, discover
-from bulkner.schema import TABLES, Document, Reject, Tombstone
-from bulkner.pipeline.stages import Sink, prefetch
-from bulkner.types import resolve_types
+from bulkner.connectors.fs import shard_name
+from bulkner.connectors.identity import change, input_identity
+from bulkner.fingerprint import fingerprint
 from bulkner.outputs.writer import (
     OutputDir,
+    ShardWriter,
     documents_table,
     entities_table,
     rejects_table,
     sentences_table,
     tombstones_table,
 )
+from bulkner.pipeline.results import ShardResult
+from bulkner.pipeline.stages import Sink, prefetch
+from bulkner.pipeline.tagger import Batch, Tagger, TagStats, batched, build_tagger, segment
+from bulkner.schema import TABLES, Document, Entity, Reject, Tombstone
+from bulkner.types import resolve_types
 
 log = logging.getLogger(__name__)
 
 CHUNK_RECORDS = 1000
 """Records (documents, tombstones, rejects) read, tagged and written at a time: enough sentences
 to keep a GPU engine's batches full, and a few MB of tables."""
-
-
-@dataclass
-class ShardReport:
-    """What happened to one shard."""
-
-    shard: str
-    status: str
-    """``done``, ``skipped`` (already done with this fingerprint) or ``failed``."""
-    stats: dict = field(default_factory=dict)
-    error: str = ""
-    changed: str = ""
-    """Why the shard was redone although it was done: its input changed since (``identity.change``)."""
 
 
 def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
@@ -73,6 +62,20 @@ def finished(url: str, out: OutputDir) -> tuple[dict | None, str]:
         return None, ""
     changed = change(marker.get("input_identity"), url)
     return (None, changed) if changed else (marker, "")
+
+
+def start_run(
+    inputs: Sequence[str], config: RunConfig, with_model: bool, progress: bool = False
+) -> tuple[list[str], ShardWorker, OutputDir]:
+    """How every run begins, whichever runner: the shards in order (``plan``), a worker (not set
+    up yet) and the output directory, claimed for this configuration and cleared of the temporary
+    files a killed run left. Raises ``FingerprintMismatch`` if ``config.out`` holds another one."""
+    urls = plan(inputs, config.input)
+    worker = ShardWorker(config, with_model=with_model, progress=progress)
+    out = OutputDir(config.out)
+    out.claim(worker.fingerprint)
+    out.remove_orphans(shard_name(url) for url in urls)
+    return urls, worker, out
 
 
 class ShardWorker:
@@ -100,13 +103,13 @@ class ShardWorker:
             self.tagger.close()
         self.tagger = None
 
-    def process(self, url: str, out: OutputDir) -> ShardReport:
+    def process(self, url: str, out: OutputDir) -> ShardResult:
         """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
         shard, changed = shard_name(url), ""
         try:
             marker, changed = finished(url, out)
             if marker is not None:
-                return ShardReport(shard, "skipped", marker)
+                return ShardResult(shard, "skipped", marker)
             if changed:
                 log.warning("shard %s: its input %s changed since it was done (%s); redoing it", shard, url, changed)
                 out.undo(shard)  # until the new marker is written, readers of the outputs skip the shard
@@ -115,107 +118,126 @@ class ShardWorker:
             return self._failed(shard, err, changed)
         self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
         try:
-            return ShardReport(shard, "done", self._process(url, shard, out), changed=changed)
+            return ShardResult(shard, "done", self._process(url, shard, out), changed=changed)
         except Exception as err:  # a bad shard must not stop the run: report it and go on
             return self._failed(shard, err, changed)
 
-    def _failed(self, shard: str, err: Exception, changed: str) -> ShardReport:
+    def _failed(self, shard: str, err: Exception, changed: str) -> ShardResult:
         log.error("shard %s failed: %s: %s", shard, type(err).__name__, err)
         log.debug("shard %s failed", shard, exc_info=True)
-        return ShardReport(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
+        return ShardResult(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
-        """Read, segment, tag and write ``url`` in chunks of ``CHUNK_RECORDS`` records (memory is
-        that of a few chunks, whatever the shard's size: ``bench/memory.py``), in three stages
-        joined by bounded queues (``bulkner.pipeline.stages``): read, segment and prompt in one thread;
-        generate in this one; parse, select and write in a third. Tables are written chunk by
-        chunk in reading order, so the output is the same whatever ``queue_batches`` is."""
+        """Run ``ShardSteps`` over ``url`` in three stages joined by bounded queues
+        (``pipeline.stages``): read, segment and prompt in one thread; generate in this one; parse,
+        select and write in a third. Tables are written chunk by chunk in reading order, so the
+        output is the same whatever ``queue_batches`` is. Returns the shard's stats, as committed."""
         started = time.perf_counter()
         identity = input_identity(url)  # before reading: an input changed while read is redone next run
         records = LatestRecords(url, self.config.input)
-        stats, counts, rejected = TagStats(), Counter(), Counter()
-        schemas = {name: TABLES[name] for name in ("documents", "sentences", "tombstones", "rejects")}
-        if self.with_model:
-            schemas["entities"] = TABLES["entities"]
-        bar = tqdm(total=0, desc=shard, unit="sent", disable=not self.progress, leave=False)
+        tables = ["documents", "sentences", "tombstones", "rejects"] + (["entities"] if self.with_model else [])
         depth = self.config.queue_batches
-
-        def prepared() -> Iterator[tuple[Chunk, Batch | None, bool]]:
-            """Stage 1 (CPU): each chunk's records and sentences, then its engine batches with their
-            prompts, built one at a time; the flag marks a chunk's last item."""
-            for records_chunk in batched(records, CHUNK_RECORDS):
-                chunk = Chunk(records_chunk, self.config.max_sentence_chars)
-                bar.total += len(chunk.sentences)
-                bar.refresh()
-                if not self.with_model:
-                    yield chunk, None, True
-                    continue
-                batches = self.tagger.batches(chunk.sentences)
-                batch = next(batches, Batch(0, [], []))
-                for following in batches:
-                    yield chunk, batch, False
-                    batch = following
-                yield chunk, batch, True
-
-        def write(item: tuple[Chunk, Batch | None, bool]) -> None:
-            """Stage 3 (CPU): parse and select a batch; after a chunk's last batch, write the chunk."""
-            chunk, batch, last = item
-            if batch is None:
-                bar.update(len(chunk.sentences))
-            else:
-                self.tagger.finish(batch, stats)
-                chunk.entities += batch.entities
-                chunk.rejects += batch.rejects
-            if not last:
-                return
-            chunk.write(writer, shard, self.with_model)
-            counts.update(documents=len(chunk.documents), sentences=len(chunk.sentences),
-                          passages=sum(len(d.passages) for d in chunk.documents))
-            rejected.update(f"{r.stage}/{r.reason}" for r in chunk.rejects)
-            bar.set_postfix(documents=f"{counts['documents']}/{records.documents}", refresh=False)
-
-        with out.shard_writer(shard, schemas) as writer, bar:
-            with prefetch(prepared(), depth, f"{shard}:prepare") as source, Sink(write, depth, f"{shard}:write") as sink:
-                for chunk, batch, last in source:  # stage 2: the engine, fed from stage 1's queue
-                    if batch is not None:
-                        self.tagger.generate(batch, stats)
-                        bar.update(batch.size)
-                    sink.put((chunk, batch, last))
+        bar = tqdm(total=0, desc=shard, unit="sent", disable=not self.progress, leave=False)
+        with out.shard_writer(shard, {name: TABLES[name] for name in tables}) as writer, bar:
+            steps = ShardSteps(records, self.tagger, self.config.max_sentence_chars, writer, bar)
+            with prefetch(steps.prepare(), depth, f"{shard}:prepare") as source, Sink(steps.write, depth, f"{shard}:write") as sink:
+                for item in source:
+                    sink.put(steps.generate(item))
             seconds = time.perf_counter() - started
-            report = {
+            stats = {
                 "shard": shard,
                 "input": url,
                 "input_identity": identity,
                 "fingerprint": self.fingerprint["hash"],
-                "documents": counts["documents"],
-                "passages": counts["passages"],
+                "documents": steps.counts["documents"],
+                "passages": steps.counts["passages"],
                 "duplicates_replaced": records.replaced,
                 "tombstones": records.tombstones,
-                "sentences": counts["sentences"],
-                "rejects_by_reason": dict(sorted(rejected.items())),
+                "sentences": steps.counts["sentences"],
+                "rejects_by_reason": dict(sorted(steps.rejected.items())),
                 "seconds": round(seconds, 3),
-                "sentences_per_second": round(counts["sentences"] / seconds, 2) if seconds > 0 else None,
+                "sentences_per_second": round(steps.counts["sentences"] / seconds, 2) if seconds > 0 else None,
             }
             if self.with_model:
-                report |= stats.as_dict()
-            writer.commit(report)
-        return report
+                stats |= steps.tagged.as_dict()
+            writer.commit(stats)
+        return stats
 
 
-class Chunk:
-    """``CHUNK_RECORDS`` records of a shard: segmented when made, written once its batches are tagged."""
+class RecordChunk:
+    """``CHUNK_RECORDS`` records of a shard, segmented into sentences when made; ``batches`` are the
+    engine batches of its sentences (none without a model), all tagged before the chunk is written."""
 
     def __init__(self, records: list, max_sentence_chars: int) -> None:
         self.documents = [r for r in records if isinstance(r, Document)]
         self.tombstones = [r for r in records if isinstance(r, Tombstone)]
-        self.sentences, segment_rejects = segment(self.documents, max_sentence_chars)
-        self.rejects: list[Reject] = [r for r in records if isinstance(r, Reject)] + segment_rejects
-        self.entities: list = []
+        self.sentences, too_long = segment(self.documents, max_sentence_chars)
+        self.record_rejects: list[Reject] = [r for r in records if isinstance(r, Reject)] + too_long
+        """Records that could not be read, then sentences too long to tag."""
+        self.batches: list[Batch] = []
 
-    def write(self, writer, shard: str, with_entities: bool) -> None:
-        writer.write("documents", documents_table(self.documents, shard))
+    @property
+    def entities(self) -> list[Entity]:
+        return [e for batch in self.batches for e in batch.entities]
+
+    @property
+    def rejects(self) -> list[Reject]:
+        """The records' rejects, then each batch's prompt and parse rejects."""
+        return self.record_rejects + [r for batch in self.batches for r in batch.rejects]
+
+    def write(self, writer: ShardWriter, with_entities: bool) -> None:
+        writer.write("documents", documents_table(self.documents, writer.shard))
         writer.write("sentences", sentences_table(self.sentences))
-        writer.write("tombstones", tombstones_table(self.tombstones, shard))
+        writer.write("tombstones", tombstones_table(self.tombstones, writer.shard))
         if with_entities:
-            writer.write("entities", entities_table(self.entities, shard))
-        writer.write("rejects", rejects_table(self.rejects, shard))
+            writer.write("entities", entities_table(self.entities, writer.shard))
+        writer.write("rejects", rejects_table(self.rejects, writer.shard))
+
+
+class ShardSteps:
+    """The steps of one shard as three stages, each a method over one item: ``prepare`` yields every
+    chunk's engine batches and then the chunk, in reading order; ``generate`` tags a batch;
+    ``write`` parses and selects a batch, and writes a chunk (its batches came through before it).
+    Without a tagger a chunk has no batches: it is read, segmented and written."""
+
+    def __init__(self, records: LatestRecords, tagger: Tagger | None, max_sentence_chars: int,
+                 writer: ShardWriter, bar: tqdm) -> None:
+        self.records, self.tagger, self.max_sentence_chars = records, tagger, max_sentence_chars
+        self.writer, self.bar = writer, bar
+        self.tagged = TagStats()
+        self.counts: Counter = Counter()
+        """Documents, passages and sentences written."""
+        self.rejected: Counter = Counter()
+        """Rejects written, by ``stage/reason``."""
+
+    def prepare(self) -> Iterator[Batch | RecordChunk]:
+        """Stage 1 (CPU): read and segment a chunk, build its batches' prompts one batch at a time."""
+        for records in batched(self.records, CHUNK_RECORDS):
+            chunk = RecordChunk(records, self.max_sentence_chars)
+            self.bar.total += len(chunk.sentences)
+            self.bar.refresh()
+            if self.tagger is not None:
+                for batch in self.tagger.batches(chunk.sentences):
+                    chunk.batches.append(batch)
+                    yield batch
+            yield chunk
+
+    def generate(self, item: Batch | RecordChunk) -> Batch | RecordChunk:
+        """Stage 2 (the engine): a batch's generations; a chunk passes through."""
+        if isinstance(item, Batch):
+            self.tagger.generate(item, self.tagged)
+        return item
+
+    def write(self, item: Batch | RecordChunk) -> None:
+        """Stage 3 (CPU): parse and select a batch's spans; write a chunk."""
+        if isinstance(item, Batch):
+            self.tagger.finish(item, self.tagged)
+            self.bar.update(item.size)
+            return
+        item.write(self.writer, with_entities=self.tagger is not None)
+        if self.tagger is None:
+            self.bar.update(len(item.sentences))
+        self.counts.update(documents=len(item.documents), sentences=len(item.sentences),
+                           passages=sum(len(d.passages) for d in item.documents))
+        self.rejected.update(f"{r.stage}/{r.reason}" for r in item.rejects)
+        self.bar.set_postfix(documents=f"{self.counts['documents']}/{self.records.documents}", refresh=False)

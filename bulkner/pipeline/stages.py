@@ -1,6 +1,6 @@
 """Bounded queues between the stages of one shard, so that the engine never waits for CPU work.
 
-A shard runs in three stages (``runner.shard.ShardWorker``): read, segment and build prompts (CPU)
+A shard runs in three stages (``pipeline.shard.ShardSteps``): read, segment and build prompts (CPU)
 → generate (the engine) → parse, select and write (CPU). ``prefetch`` runs the first stage in a
 background thread at most ``depth`` items ahead of the engine, ``Sink`` runs the last one in
 another thread at most ``depth`` items behind it, and the engine generates in the caller's thread.

@@ -85,13 +85,13 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 @dataclass
 class Batch:
-    """One engine call's worth of sentences on its way through the stages (``Tagger``)."""
+    """One engine call's worth of sentences, filled in by ``Tagger.prepare``, ``generate`` and ``finish``."""
 
     size: int
     """Sentences of the batch, those rejected before the engine included (progress)."""
-    sentences: list[Sentence]
+    sentences: list[Sentence] = field(default_factory=list)
     """The sentences that have a prompt, in order."""
-    prompts: list[Prompt]
+    prompts: list[Prompt] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     """Prompt rejects, then (after ``finish``) parse rejects."""
     generations: list[Generation] = field(default_factory=list)
@@ -100,9 +100,9 @@ class Batch:
 
 
 class Tagger:
-    """Sentences in, entities out, in three batch steps that runners may run in separate threads
-    (``runner.shard``): ``prepare`` (prompts; CPU), ``generate`` (the engine only), ``finish``
-    (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
+    """Sentences in, entities out, in three batch steps that a shard runs in separate threads
+    (``pipeline.shard.ShardSteps``): ``prepare`` (prompts; CPU), ``generate`` (the engine only),
+    ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None) -> None:
         self.engine = engine
@@ -141,7 +141,7 @@ class Tagger:
 
     def prepare(self, sentences: Sequence[Sentence]) -> Batch:
         """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``)."""
-        batch = Batch(len(sentences), [], [])
+        batch = Batch(len(sentences))
         for sentence in sentences:
             prompt = self.builder.build(sentence)
             if prompt is None:

@@ -1,6 +1,6 @@
 """The Ray runner: one actor per model replica, shards handed to whichever replica is free.
 
-Each replica runs a shard as the local runner does (``runner.shard``): read/segment/prompt,
+Each replica runs a shard as the local runner does (``pipeline.shard``): read/segment/prompt,
 generate and parse/select/write in three threads joined by bounded queues, so its engine is fed
 continuously. Why actors rather than Ray Data, measured: ``docs/pipeline.md``.
 
@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 
 from bulkner.config import RayConfig, RunConfig
 from bulkner.connectors.fs import shard_name
-from bulkner.runner.local import RunSummary
-from bulkner.pipeline.shard import ShardReport, ShardWorker, finished, plan
 from bulkner.outputs.writer import OutputDir
+from bulkner.pipeline.results import RunSummary, ShardResult
+from bulkner.pipeline.shard import ShardWorker, finished, start_run
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ShardActor:
         """The actor's process id, once its engine is built."""
         return os.getpid()
 
-    def process(self, url: str) -> ShardReport:
+    def process(self, url: str) -> ShardResult:
         return self.worker.process(url, self.out)
 
     def shutdown(self) -> None:
@@ -147,11 +147,7 @@ def run(
     the cluster never gets the GPUs a replica needs.
     """
     ray = import_ray()
-    urls = plan(inputs, config.input)
-    probe = ShardWorker(config, with_model=with_model)
-    out = OutputDir(config.out)
-    out.claim(probe.fingerprint)
-    out.remove_orphans(shard_name(url) for url in urls)
+    urls, _, out = start_run(inputs, config, with_model)  # the replicas build their own workers
     summary = RunSummary()
     todo = []
     for url in urls:  # changed inputs are redone (and said so) by the actor's ShardWorker.process
@@ -162,7 +158,7 @@ def run(
         if marker is None:
             todo.append(url)
         else:
-            summary.reports.append(ShardReport(shard_name(url), "skipped", marker))
+            summary.shards.append(ShardResult(shard_name(url), "skipped", marker))
     if not todo:
         return summary
     joined = bool(ray_config.address or os.environ.get("RAY_ADDRESS"))
@@ -186,10 +182,10 @@ def run(
     bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not progress)
     sentences, started = 0, time.perf_counter()
     try:
-        for report in pool.dispatch(todo):
-            log.info("%s: %s", report.shard, report.status)
-            summary.reports.append(report)
-            sentences += report.stats.get("sentences", 0) if report.status == "done" else 0
+        for result in pool.dispatch(todo):
+            log.info("%s: %s", result.shard, result.status)
+            summary.shards.append(result)
+            sentences += result.stats.get("sentences", 0) if result.status == "done" else 0
             bar.set_postfix(sentences=sentences, rate=f"{sentences / (time.perf_counter() - started):.1f}/s", refresh=False)
             bar.update()
     finally:
@@ -263,7 +259,7 @@ class ReplicaPool:
                 log.info("starting %d more replica(s)", wanted - have)
             self._start(wanted - have)
 
-    def dispatch(self, urls: Sequence[str]) -> Iterator[ShardReport]:
+    def dispatch(self, urls: Sequence[str]) -> Iterator[ShardResult]:
         """Every shard of ``urls`` once: done, or failed with a reason. A shard whose replica died
         is requeued (first in line) until it has been started ``max_attempts`` times."""
         ray, queue, attempts = self.ray, deque(urls), Counter()
@@ -279,7 +275,7 @@ class ReplicaPool:
                     raise RuntimeError(f"no replica could start: {self.start_errors[0] if self.start_errors else 'unknown'}")
                 reason = self.start_errors[-1] if self.start_errors else "every replica died"
                 for url in queue:
-                    yield ShardReport(shard_name(url), "failed", error=f"no live replica left ({reason})")
+                    yield ShardResult(shard_name(url), "failed", error=f"no live replica left ({reason})")
                 return
             done, _ = ray.wait([*self.busy, *self.starting], num_returns=1, timeout=POLL_S)
             for ref in done:
@@ -288,12 +284,12 @@ class ReplicaPool:
                     continue
                 replica, url, since = self.busy.pop(ref)
                 try:
-                    report = ray.get(ref)
+                    result = ray.get(ref)
                 except ray.exceptions.RayActorError as err:  # the replica died (crash, OOM, node, timeout)
                     replica.restarts += 1
                     self._await_ready(replica)  # back after Ray restarts it, or given up
                     if attempts[url] >= self.config.max_attempts:
-                        yield ShardReport(shard_name(url), "failed",
+                        yield ShardResult(shard_name(url), "failed",
                                           error=f"its replica died in each of {attempts[url]} attempts; last: {short(err)}")
                     else:
                         log.warning("shard %s: its replica died (%s); requeued (attempt %d of %d)", shard_name(url),
@@ -301,14 +297,14 @@ class ReplicaPool:
                         queue.appendleft(url)
                 except ray.exceptions.RayError as err:  # the task failed but the replica lives
                     self.idle.append(replica)
-                    yield ShardReport(shard_name(url), "failed", error=f"{type(err).__name__}: {short(err)}")
+                    yield ShardResult(shard_name(url), "failed", error=f"{type(err).__name__}: {short(err)}")
                 else:
                     self.idle.append(replica)
-                    if report.status == "done":
+                    if result.status == "done":
                         replica.shards += 1
-                        replica.sentences += report.stats.get("sentences", 0)
-                        replica.seconds += report.stats.get("seconds", 0.0)
-                    yield report
+                        replica.sentences += result.stats.get("sentences", 0)
+                        replica.seconds += result.stats.get("seconds", 0.0)
+                    yield result
             self._expire()
             if queue and time.monotonic() - last_grow >= POLL_S:
                 self._grow(len(queue))

@@ -118,8 +118,8 @@ def test_the_engine_is_fed_while_it_generates(tmp_path, small_chunks, depth):
             seen.append(built.acquire(timeout=30 if depth else 0.5))
 
     engine, prompts = FirstWordEngine(next_chunk_built), EchoPrompts(TYPES, built.release)
-    reports = process([sample_input()], tmp_path / "out", depth, engine, prompts, batch_sentences=1000)
-    assert reports[0].status == "done" and engine.calls > 1
+    results = process([sample_input()], tmp_path / "out", depth, engine, prompts, batch_sentences=1000)
+    assert results[0].status == "done" and engine.calls > 1
     assert seen == [bool(depth)]
 
 
@@ -132,12 +132,12 @@ def test_an_engine_error_mid_shard_fails_it_and_stops_every_stage(tmp_path, smal
         if call == 2:
             raise RuntimeError("engine lost its device")
 
-    reports = process(shards(tmp_path), tmp_path / "out", 2, FirstWordEngine(boom))
-    assert [r.status for r in reports] == ["failed", "done"]  # the next shard runs on (calls 3, 4, ...)
-    assert "engine lost its device" in reports[0].error
+    results = process(shards(tmp_path), tmp_path / "out", 2, FirstWordEngine(boom))
+    assert [r.status for r in results] == ["failed", "done"]  # the next shard runs on (calls 3, 4, ...)
+    assert "engine lost its device" in results[0].error
     assert not stage_threads()
     written = {p.stem for p in (tmp_path / "out").rglob("*.parquet")}
-    assert written and all(name.startswith(reports[1].shard) for name in written), written
+    assert written and all(name.startswith(results[1].shard) for name in written), written
 
 
 def test_a_write_stage_error_fails_the_shard_and_commits_nothing(tmp_path, small_chunks):
@@ -152,10 +152,10 @@ def test_a_write_stage_error_fails_the_shard_and_commits_nothing(tmp_path, small
     worker.tagger = FailingFinish(FirstWordEngine(), EchoPrompts(TYPES), 3)
     out = OutputDir(config.out)
     out.claim(worker.fingerprint)
-    report = worker.process(sample_input(), out)
-    assert report.status == "failed" and "disk full" in report.error
+    result = worker.process(sample_input(), out)
+    assert result.status == "failed" and "disk full" in result.error
     assert not stage_threads()
-    assert out.done(report.shard) is None
+    assert out.done(result.shard) is None
     assert not list((tmp_path / "out").rglob("*.parquet"))
 
 

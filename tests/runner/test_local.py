@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 
 from bulkner.cli import sample_input
 from bulkner.config import RunConfig
+from bulkner.pipeline.results import RunSummary
 from bulkner.runner import local
 
 SAMPLE = gzip.decompress(Path(sample_input()).read_bytes())
 
 
-def split(inputs: Path, out: Path) -> local.RunSummary:
+def split(inputs: Path, out: Path) -> RunSummary:
     return local.run([str(inputs)], RunConfig(out=str(out)), with_model=False, progress=False)
 
 
@@ -26,8 +27,8 @@ def doc_ids(out: Path, shard: str) -> set[str]:
     return set(pq.read_table(out / "documents" / f"{shard}.parquet").column("doc_id").to_pylist())
 
 
-def statuses(summary: local.RunSummary) -> dict[str, str]:
-    return {r.shard: r.status for r in summary.reports}
+def statuses(summary: RunSummary) -> dict[str, str]:
+    return {r.shard: r.status for r in summary.shards}
 
 
 def test_a_repaired_input_is_redone_and_the_others_skipped(tmp_path, caplog):
@@ -62,7 +63,7 @@ def test_a_touched_or_copied_input_is_not_redone(tmp_path):
     at = SAMPLE.index(b"<ArticleTitle>") + len(b"<ArticleTitle>")
     shard.write_bytes(SAMPLE[:at] + b"X" + SAMPLE[at + 1 :])  # same size, other bytes
     again = split(tmp_path / "in", tmp_path / "out")
-    assert statuses(again) == {"s": "done"} and again.reports[0].changed == "same size, other content"
+    assert statuses(again) == {"s": "done"} and again.shards[0].changed == "same size, other content"
     titles = pq.read_table(tmp_path / "out" / "documents" / "s.parquet").column("text").to_pylist()
     assert any(t.startswith("X") for t in titles)
 
@@ -71,6 +72,7 @@ import os, sys
 import pyarrow.fs as pafs
 from bulkner.outputs import writer
 from bulkner.config import RunConfig
+from bulkner.pipeline.results import RunSummary
 from bulkner.runner import local
 
 class Dying(pafs.LocalFileSystem):

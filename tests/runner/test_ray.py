@@ -66,7 +66,7 @@ def test_ray_run_with_model_on_cpu(tmp_path, ray_local, tiny_model_dir):
     engine = EngineConfig(name="transformers", model=tiny_model_dir, max_model_len=1024)  # no GPU here: CPU replicas
     summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), ray_config=RayConfig(replicas=1),
                   progress=False)
-    assert summary.count("done") == 1, summary.reports
+    assert summary.count("done") == 1, summary.shards
     assert summary.total("prompts") == summary.total("sentences") > 0
     [replica] = summary.as_dict()["replicas"]
     assert replica["shards"] == 1 and replica["sentences"] == summary.total("sentences") and replica["restarts"] == 0
@@ -80,7 +80,7 @@ def test_a_failing_shard_fails_alone(tmp_path, ray_local):
     (tmp_path / "in" / "bad.parquet").write_bytes(b"not parquet at all")
     (tmp_path / "in" / "good.xml.gz").write_bytes(Path(sample_input()).read_bytes())
     summary = run([str(tmp_path / "in")], RunConfig(out=str(tmp_path / "out")), with_model=False, progress=False)
-    assert {r.shard: r.status for r in summary.reports} == {"bad": "failed", "good": "done"}
+    assert {r.shard: r.status for r in summary.shards} == {"bad": "failed", "good": "done"}
 
 
 def test_a_replica_that_cannot_start_stops_the_run_with_its_reason(tmp_path, ray_local):
@@ -107,6 +107,6 @@ def test_a_changed_input_is_redone(tmp_path, ray_local):
     run([str(tmp_path / "in")], config, with_model=False, progress=False)
     (tmp_path / "in" / "cut.xml").write_bytes(sample)
     again = run([str(tmp_path / "in")], config, with_model=False, progress=False)
-    assert {r.shard: r.status for r in again.reports} == {"cut": "done", "whole": "skipped"}
+    assert {r.shard: r.status for r in again.shards} == {"cut": "done", "whole": "skipped"}
     assert again.as_dict()["redone_changed"] == 1
     assert len(set(pq.read_table(tmp_path / "out" / "documents" / "cut.parquet").column("doc_id").to_pylist())) == 4

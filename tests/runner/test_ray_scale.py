@@ -60,7 +60,7 @@ def test_replicas_killed_at_random_points_lose_nothing(tmp_path, ray_local, tiny
     started = time.monotonic()
     clean = job(tmp_path / "clean")
     seconds = time.monotonic() - started
-    assert clean.count("done") == SHARDS, clean.reports
+    assert clean.count("done") == SHARDS, clean.shards
     expected = tables(tmp_path / "clean")
     assert expected["documents"] and expected["rejects"]
 
@@ -88,7 +88,7 @@ def test_replicas_killed_at_random_points_lose_nothing(tmp_path, ray_local, tiny
         killer.join()
         requeued += sum(r["restarts"] for r in summary.as_dict()["replicas"]) > 0
         assert killed, f"trial {trial}: no replica was alive {delay:.1f} s in"
-        assert summary.count("done") == SHARDS, f"trial {trial}: {[(r.shard, r.status, r.error) for r in summary.reports]}"
+        assert summary.count("done") == SHARDS, f"trial {trial}: {[(r.shard, r.status, r.error) for r in summary.shards]}"
         assert tables(out) == expected, f"trial {trial} (kill after {delay:.1f} s) differs from the clean run"
         assert not [p for p in out.rglob("*") if TEMP in p.name], f"trial {trial}: temporary files left"
     assert requeued >= 3, f"only {requeued} of {TRIALS} kills hit a replica while it held a shard"
