@@ -106,7 +106,7 @@ class Finish:
 
     def __init__(self, config: RunConfig, out: str) -> None:
         from bulkner.pipeline.tagger import TagStats
-        from bulkner.selector import open_selector
+        from bulkner.selectors import open_selector
 
         selector = open_selector(config.selector, config.selector_threshold)
         selector.setup()

@@ -1,26 +1,17 @@
-"""The entity selector on a generator's saved spans: strict F1 without it, with it as a filter, with
-the spans a span selector adds (``filter_and_add``: what ``run``/``eval`` do), the span selector's
-own spans with no generator (``--alone``: P >= 0.5), and, for a pair
-selector (``--boundaries``), with it also choosing between each span and its boundary variants; its
-time. Prints JSON.
+"""The entity selector on a generator's saved spans: strict F1 without it (``generator``), with it
+as a filter (``filter``), with the spans it adds (``filter_and_add``: what ``run``/``eval`` do),
+and the selector's own spans with no generator (``--alone``: P >= 0.5); its time. Prints JSON.
 
     .venv/bin/bulkner eval --gold G --format pubtator --no-selector --predictions P.jsonl
     .venv/bin/python bench/selector.py --gold G --format pubtator --predictions P.jsonl [--selector DIR]
 
 The generator runs once (``bulkner eval --predictions`` keeps every span it predicted, also those a
 selector dropped); this bench then scores those spans with the selector (default: the shipped one)
-at its calibrated threshold, so variants of the selector are compared on identical generations.
+at its calibrated thresholds, so variants of the selector are compared on identical generations.
 Scores are strict micro P/R/F1 over the types of the predictions file, as ``bulkner eval`` counts
 them (gold mentions cut by a sentence boundary are misses). ``selector_seconds`` is the time to
-score every span (a span selector: every sentence) once after a warm-up (steady state; ``run`` and ``eval`` pay the warm-up once
+score every sentence once after a warm-up (steady state; ``run`` and ``eval`` pay the warm-up once
 per process); ``--float32`` scores in float32 where bf16 is native, to compare.
-``boundaries_seconds`` is the extra time of the boundary choice.
-
-The boundary choice (LLMNER's selector also decides between candidates) scores each span's
-variants — start or end moved by one word or punctuation mark, or the span shifted by one — and
-keeps the best-scoring one. Measured with the default selector on NCBI-disease dev it lowered
-strict F1 from 79.24 to 76.85 (88 of 798 spans moved) at seven times the selector's cost, so the
-product does not do it; this bench keeps the experiment.
 """
 
 from __future__ import annotations
@@ -35,24 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def choose_boundaries(selector, candidates, scores):
-    """Each candidate or the best-scoring of its boundary variants (one word either way, or shifted
-    by one), with its score."""
-    from bulkner.selector import Candidate
-    from bulkner.selector_train import boundary_variants, word_tokens
-
-    variants, owners = [], []
-    for i, c in enumerate(candidates):
-        for start, end in boundary_variants(c.start, c.end, word_tokens(c.sentence), max_shift=1):
-            variants.append(Candidate(c.sentence, start, end, c.type))
-            owners.append(i)
-    chosen, best = list(candidates), list(scores)
-    for v, i, p in zip(variants, owners, selector.score(variants)):
-        if p > best[i]:
-            chosen[i], best[i] = v, p
-    return chosen, best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gold", required=True)
@@ -60,23 +33,23 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, type=Path, help="bulkner eval --predictions JSONL")
     parser.add_argument("--selector", help="selector directory (default: the shipped one)")
     parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
-    parser.add_argument("--boundaries", action="store_true", help="also measure the boundary choice (7x the scoring time)")
-    parser.add_argument("--alone", action="store_true", help="span selector: also score its own spans with no generator (P >= 0.5)")
+    parser.add_argument("--alone", action="store_true", help="also score the selector's own spans with no generator (P >= 0.5)")
     parser.add_argument("--float32", action="store_true", help="score in float32 even where bf16 is native (to compare speed and scores)")
     args = parser.parse_args()
 
-    from bulkner.cli import read_predictions
+    import bulkner.selectors.encoder
+    from bulkner.checkpoints import default_selector
+    from bulkner.config import MAX_SENTENCE_CHARS
     from bulkner.corpora.registry import read_corpus
     from bulkner.evaluation.evaluate import gold_mentions, unique_documents
-    from bulkner.checkpoints import default_selector
-    from bulkner.pipeline.tagger import segment
+    from bulkner.evaluation.predictions import read_predictions
     from bulkner.evaluation.scoring import Mention, score
-    import bulkner.selector
-    from bulkner.selector import Candidate, Selector, open_selector
+    from bulkner.pipeline.tagger import segment
+    from bulkner.selectors import Candidate, open_selector
     from bulkner.types import resolve_types
 
     gold = unique_documents(read_corpus(args.format, args.gold).documents)
-    sentences = {s.key: s for s in segment([g.document for g in gold], 2000)[0]}
+    sentences = {s.key: s for s in segment([g.document for g in gold], MAX_SENTENCE_CHARS)[0]}
     spans = read_predictions([args.predictions])
     names = sorted({sp.type for found in spans.values() for sp in found})
     types = {t.name: t for t in resolve_types(names, None)}
@@ -93,7 +66,7 @@ def main() -> None:
         return score(truth, {mention(k, c) for k, c, ok in zip(where or keys, chosen, keep) if ok}, names)["strict"]["micro"]
 
     if args.float32:
-        bulkner.selector.scoring_dtype = lambda device: "float32"  # autocast asks it
+        bulkner.selectors.encoder.scoring_dtype = lambda device: "float32"  # autocast asks it
     selector = open_selector(args.selector or default_selector(), args.threshold)
     selector.setup()
     order = list(sentences)
@@ -103,7 +76,7 @@ def main() -> None:
     warm = [i for i, o in enumerate(owners) if o < 64]
     selector.select([cands[i] for i in warm], [owners[i] for i in warm], texts[:64], names)  # warm-up: one-time kernel set-up
     started = time.perf_counter()
-    scores, keep, added = selector.select(cands, owners, texts, names)
+    _, keep, added = selector.select(cands, owners, texts, names)
     selector_seconds = time.perf_counter() - started
 
     def as_candidates(found) -> list:
@@ -118,27 +91,14 @@ def main() -> None:
         "filter": scored(cands, keep),
         "selector_seconds": round(selector_seconds, 2),
         "spans_per_second": round(len(cands) / selector_seconds, 1) if selector_seconds else None,
-        "scored_in": bulkner.selector.scoring_dtype(selector.device),
+        "scored_in": bulkner.selectors.encoder.scoring_dtype(selector.device),
+        "added": len(extra), "add_threshold": selector.add_threshold,
+        "filter_and_add": scored(cands + [c for _, c in extra], keep + [True] * len(extra), keys + [k for k, _ in extra]),
     }
-    span = not isinstance(selector, Selector)
-    if span:
-        report |= {"added": len(extra), "filter_and_add": scored(cands + [c for _, c in extra], keep + [True] * len(extra), keys + [k for k, _ in extra]),
-                   "add_threshold": selector.add_threshold}
     if args.alone:
-        if not span:
-            raise SystemExit("--alone needs a span selector")
         selector.add_threshold = 0.5
         own = as_candidates(selector.select([], [], texts, names)[2])
         report["selector_alone"] = scored([c for _, c in own], [True] * len(own), [k for k, _ in own])
-    if args.boundaries:
-        if span:
-            raise SystemExit("--boundaries measures a pair selector's boundary choice")
-        started = time.perf_counter()
-        refined, best = choose_boundaries(selector, cands, scores)
-        report |= {"boundaries": scored(refined, [True] * len(cands)),
-                   "boundaries_and_filter": scored(refined, selector.keep(best)),
-                   "boundaries_changed": sum(a != b for a, b in zip(cands, refined)),
-                   "boundaries_seconds": round(time.perf_counter() - started, 2)}
     print(json.dumps(report))
 
 

@@ -88,7 +88,7 @@ def measure(urls: list[str], queue_batches: int, seconds_per_prompt: float, sele
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
         scorer = None
         if config.selector:
-            from bulkner.selector import open_selector
+            from bulkner.selectors import open_selector
 
             scorer = open_selector(config.selector)
             scorer.setup()

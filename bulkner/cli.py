@@ -18,7 +18,10 @@ from typing import List, Optional
 
 import typer
 
-from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter, selector_for
+from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter
+from bulkner.selectors import choose_selector
+from bulkner.selectors.train import SelectorTrainConfig
+from bulkner.training.train import TrainConfig
 from bulkner.types import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Biomedical NER over PubMed/PMC at corpus scale.")
@@ -71,34 +74,6 @@ def write_json(path: Path, data: dict) -> None:
         path.write_text(json.dumps(data, indent=2))
     except OSError as err:
         fail(f"cannot write {path}: {err.strerror or err}", 1)
-
-
-def write_predictions(path: Path, spans: dict) -> None:
-    """``{"key": sentence key, "spans": [[start, end, type(, score, kept)], ...]}`` per line (sentence offsets)."""
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            for key, found in spans.items():
-                f.write(json.dumps({"key": key, "spans": found}, ensure_ascii=False) + "\n")
-    except OSError as err:
-        fail(f"cannot write {path}: {err.strerror or err}", 1)
-
-
-def read_predictions(paths: List[Path]) -> dict:
-    """Predicted spans per sentence key from ``bulkner eval --predictions`` files."""
-    from bulkner.schema import Span
-
-    spans: dict = {}
-    for path in paths:
-        try:
-            for number, line in enumerate(open(path, encoding="utf-8"), 1):
-                if line.strip():
-                    row = json.loads(line)
-                    spans.setdefault(row["key"], []).extend(Span(int(s), int(e), str(t)) for s, e, t, *_ in row["spans"])
-        except OSError as err:
-            fail(f"--predictions {path}: {err.strerror or err}")
-        except (ValueError, KeyError, TypeError) as err:
-            fail(f"--predictions {path} line {number}: not a bulkner eval prediction ({err})")
-    return spans
 
 
 def setup_logging(verbose: bool) -> None:
@@ -207,19 +182,19 @@ TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
 def run(
     inputs: List[str] = typer.Argument(None, help=INPUTS_HELP + " Default: the embedded sample."),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL (created; reruns skip finished shards)."),
-    input_format: str = typer.Option("auto", help=FORMAT_HELP),
-    id_field: str = typer.Option("id", help=ID_FIELD_HELP),
-    text_field: str = typer.Option("text", help=TEXT_FIELD_HELP),
+    input_format: str = typer.Option(InputConfig.format, help=FORMAT_HELP),
+    id_field: str = typer.Option(InputConfig.id_field, help=ID_FIELD_HELP),
+    text_field: str = typer.Option(InputConfig.text_field, help=TEXT_FIELD_HELP),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     adapter: Optional[str] = typer.Option(None, help=ADAPTER_HELP),
     types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     engine: str = typer.Option("auto", help="auto, vllm or transformers (auto: vLLM where it runs)."),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
+    dtype: str = typer.Option(EngineConfig.dtype, help=DTYPE_HELP),
+    batch_sentences: int = typer.Option(RunConfig.batch_sentences, help="Sentences per engine call."),
     queue_batches: int = typer.Option(RunConfig.queue_batches, help="Engine batches queued between the stages (read/segment/prompt, generate, parse/select/write), each in its own thread; 0 = one after another."),
-    max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
-    speculative_ngram: int = typer.Option(0, help="n-gram speculative tokens per step (0 = off)."),
+    max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
+    speculative_ngram: int = typer.Option(EngineConfig.speculative_ngram, help="n-gram speculative tokens per step (0 = off)."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
@@ -227,7 +202,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
     replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the cluster holds, more as nodes join)."),
     gpus_per_replica: Optional[float] = typer.Option(None, help="Ray: GPUs per replica; a fraction packs several on one GPU, 0 = CPU (default: 1 where the cluster has GPUs, else 0)."),
-    gpu_memory_utilization: float = typer.Option(0.85, help="Share of a GPU's memory vLLM may take; scaled by --gpus-per-replica when below 1."),
+    gpu_memory_utilization: float = typer.Option(EngineConfig.gpu_memory_utilization, help="Share of a GPU's memory vLLM may take; scaled by --gpus-per-replica when below 1."),
     max_attempts: int = typer.Option(RayConfig.max_attempts, help="Ray: starts of a shard whose replica died before it fails."),
     shard_timeout: float = typer.Option(RayConfig.shard_timeout_s, help="Ray: seconds a shard may run before its replica is restarted and the shard requeued (0 = none)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
@@ -240,7 +215,7 @@ def run(
         typer.echo(f"no input given: using the embedded sample {inputs[0]}", err=True)
     try:
         type_names = tuple(t.strip() for t in types.split(",") if t.strip())
-        selector = selector_for(selector, not no_selector, model is None and adapter is None, type_names)
+        selector = choose_selector(selector, not no_selector, model is None and adapter is None, type_names)
         model, adapter = model_and_adapter(model, adapter)
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
@@ -267,9 +242,9 @@ def run(
 def split(
     inputs: List[str] = typer.Argument(..., help=INPUTS_HELP),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or object-store URL."),
-    input_format: str = typer.Option("auto", help=FORMAT_HELP),
-    id_field: str = typer.Option("id", help=ID_FIELD_HELP),
-    text_field: str = typer.Option("text", help=TEXT_FIELD_HELP),
+    input_format: str = typer.Option(InputConfig.format, help=FORMAT_HELP),
+    id_field: str = typer.Option(InputConfig.id_field, help=ID_FIELD_HELP),
+    text_field: str = typer.Option(InputConfig.text_field, help=TEXT_FIELD_HELP),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -291,58 +266,52 @@ def eval_(
     types: Optional[str] = typer.Option(None, help="Comma-separated types to evaluate (default: the corpus's)."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     engine: str = typer.Option("auto", help="auto, vllm or transformers."),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option(EngineConfig.dtype, help=DTYPE_HELP),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
-    batch_sentences: int = typer.Option(1024, help="Sentences per engine call."),
-    max_model_len: int = typer.Option(2048, help="Longest prompt + answer in tokens."),
+    batch_sentences: int = typer.Option(RunConfig.batch_sentences, help="Sentences per engine call."),
+    max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     predictions: Optional[Path] = typer.Option(None, help="Also write every span the generator predicted, per sentence, as JSONL (with the selector's score and decision when one runs; train-selector --predictions reads them)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
-    from bulkner.corpora.registry import read_corpus
-    from bulkner.evaluation.evaluate import evaluate
-    from bulkner.pipeline.tagger import build_tagger
+    from bulkner.evaluation.evaluate import EvalConfig, evaluate_corpus
+    from bulkner.evaluation.predictions import write_predictions
     from bulkner.evaluation.scoring import format_table
-    from bulkner.types import resolve_types
 
     setup_logging(verbose)
-    if limit is not None and limit < 1:
-        fail(f"--limit must be >= 1, got {limit}")
     output_file(json_path, "--json")
     output_file(predictions, "--predictions")
+    predicted: dict = {}
     try:
-        corpus = read_corpus(fmt, str(gold))
-        documents = corpus.documents[:limit] if limit else corpus.documents
-        names = [t.strip() for t in types.split(",") if t.strip()] if types else sorted(corpus.type_counts())
-        entity_types = resolve_types(names, types_file)
-        tagger = None
+        names = tuple(t.strip() for t in types.split(",") if t.strip()) if types else None
+        engine_config = chosen = None
         if not oracle:
-            selector = selector_for(selector, not no_selector, model is None and adapter is None, names)
+            if names is None:  # the default selector is chosen by the types scored: the corpus's
+                from bulkner.corpora.registry import read_corpus
+
+                names = tuple(sorted(read_corpus(fmt, str(gold)).type_counts()))
+            chosen = choose_selector(selector, not no_selector, model is None and adapter is None, names)
             model, adapter = model_and_adapter(model, adapter)
-            config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
-            tagger = build_tagger(entity_types, config, batch_sentences, selector, selector_threshold)
+            engine_config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
+        config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config, chosen,
+                            selector_threshold, limit, batch_sentences)
+        result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
-    predicted: dict = {}
-    try:
-        result = evaluate(documents, entity_types, tagger, progress=not oracle, predictions=predicted)
-    except ValueError as err:
-        fail(str(err))
-    finally:
-        if tagger:
-            tagger.close()
-    result["corpus_problems"] = corpus.problem_counts()
     if json_path:  # first: nothing after the work may lose it
         write_json(json_path, result)
     if predictions:
-        write_predictions(predictions, predicted)
+        try:
+            write_predictions(predictions, predicted)
+        except OSError as err:
+            fail(f"cannot write {predictions}: {err.strerror or err}", 1)
     typer.echo(f"documents: {result['documents']}  oracle: {result['oracle']}  types: {', '.join(result['types'])}")
     typer.echo(format_table(result))
     pipeline = result["pipeline"]
@@ -358,23 +327,23 @@ def train_cmd(
     model: str = typer.Option(DEFAULT_MODEL, help="Base model alias, local checkpoint directory or hub id."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
     dense_lexicon: Optional[Path] = typer.Option(None, help="VANER: add per training sentence one sample listing shuffled lexicon names (a `bulkner lexicon` file, e.g. bulkner/data/lexicon-v1.json)."),
-    dense_names: int = typer.Option(6, help="VANER: names per dense sample, about half of the source's types."),
+    dense_names: int = typer.Option(TrainConfig.dense_names, help="VANER: names per dense sample, about half of the source's types."),
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
-    lora_r: int = typer.Option(16, help="LoRA rank."),
-    lora_alpha: int = typer.Option(32, help="LoRA scaling numerator (scale = alpha / rank)."),
+    lora_r: int = typer.Option(TrainConfig.lora_r, help="LoRA rank."),
+    lora_alpha: int = typer.Option(TrainConfig.lora_alpha, help="LoRA scaling numerator (scale = alpha / rank)."),
     init_adapter: Optional[Path] = typer.Option(None, help="Start from this LoRA adapter (a run's final/, or the shipped default) with a fresh schedule; its rank and alpha are kept."),
-    epochs: int = typer.Option(3, help="Passes over the training examples."),
+    epochs: int = typer.Option(TrainConfig.epochs, help="Passes over the training examples."),
     max_steps: Optional[int] = typer.Option(None, help="End after N optimizer steps, learning rate decayed to 0 there; may change on --resume."),
-    lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup, then linear decay)."),
-    batch_size: int = typer.Option(64, help="Most examples per forward pass (before gradient accumulation)."),
-    max_batch_tokens: int = typer.Option(4096, help="Most padded sentence + answer tokens per forward pass (bounds memory)."),
+    lr: float = typer.Option(TrainConfig.lr, help="Peak learning rate (linear warmup, then linear decay)."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Most examples per forward pass (before gradient accumulation)."),
+    max_batch_tokens: int = typer.Option(TrainConfig.max_batch_tokens, help="Most padded sentence + answer tokens per forward pass (bounds memory)."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
-    grad_accum: int = typer.Option(1, help="Steps of gradient accumulation per optimizer step."),
-    max_length: int = typer.Option(1024, help="Longest prompt + answer in tokens; longer examples are skipped and counted."),
-    save_every: int = typer.Option(200, help="Write a resumable checkpoint every N optimizer steps (0: none; final/ is always written)."),
+    grad_accum: int = typer.Option(TrainConfig.grad_accum, help="Steps of gradient accumulation per optimizer step."),
+    max_length: int = typer.Option(TrainConfig.max_length, help="Longest prompt + answer in tokens; longer examples are skipped and counted."),
+    save_every: int = typer.Option(TrainConfig.save_every, help="Write a resumable checkpoint every N optimizer steps (0: none; final/ is always written)."),
     eval_fraction: Optional[float] = typer.Option(None, help="Hold out this share of examples to log an eval loss."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training examples (smoke tests)."),
-    seed: int = typer.Option(0, help="Seed of shuffling, held-out split and initialisation."),
+    seed: int = typer.Option(TrainConfig.seed, help="Seed of shuffling, held-out split and initialisation."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -402,54 +371,45 @@ def train_cmd(
 def train_selector_cmd(
     source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2] of a training corpus; repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Selector directory to write."),
-    dev_source: List[str] = typer.Option([], "--dev-source", help="FORMAT:PATH[:Types] to calibrate the threshold on."),
+    dev_source: List[str] = typer.Option([], "--dev-source", help="FORMAT:PATH[:Types] to calibrate the thresholds on (default: a held-out share of the --source sentences)."),
     encoder: Optional[str] = typer.Option(None, help="Local HF encoder directory (default: all-MiniLM-L6-v2)."),
-    epochs: int = typer.Option(2, help="Passes over the training sentences."),
-    lr: float = typer.Option(3e-5, help="Encoder learning rate."),
-    batch_size: int = typer.Option(16, help="Gold spans (each with its negatives) per step."),
-    negatives_per_gold: int = typer.Option(4, help="Boundary-perturbed negatives per gold span."),
-    max_length: int = typer.Option(128, help="Token limit of one (type, marked sentence) pair; long sentences are windowed around the span."),
-    contrastive_weight: float = typer.Option(1.0, help="Weight of the group InfoNCE term beside the binary loss."),
+    epochs: int = typer.Option(SelectorTrainConfig.epochs, help="Passes over the training sentences."),
+    lr: float = typer.Option(SelectorTrainConfig.lr, help="Encoder learning rate."),
+    head_lr: float = typer.Option(SelectorTrainConfig.head_lr, help="Learning rate of the freshly initialised head."),
+    batch_size: int = typer.Option(SelectorTrainConfig.batch_size, help="Sentences per step."),
+    max_length: int = typer.Option(SelectorTrainConfig.max_length, help="Encoder tokens per sentence (spans past it are kept unscored)."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
-    seed: int = typer.Option(0, help="Seed of sampling and initialisation."),
+    seed: int = typer.Option(SelectorTrainConfig.seed, help="Seed of the held-out split, shuffling and initialisation."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
-    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of a generator on the --source corpora: its false positives become hard negatives, and the threshold is calibrated on its spans in the held-out sentences; repeatable."),
-    calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the threshold of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
-    kind: str = typer.Option("pair", help="pair: the contrastive cross-encoder (one pass per span, filters); span: a span classifier (one pass per sentence, filters the generator's spans and adds those it is sure of; what the default selector is)."),
-    head_lr: float = typer.Option(1e-3, help="Learning rate of the freshly initialised head."),
+    predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of the generator on the --source corpora: the thresholds are calibrated on its spans in the held-out sentences; repeatable."),
+    calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the thresholds of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train an entity selector. pair (default): the contrastive cross-encoder, gold spans against
-    boundary-perturbed, wrong-type and (with --predictions) the generator's own false-positive
-    spans. span: a span classifier over every span of each training sentence (the default selector)."""
-    from bulkner.selector_train import SelectorTrainConfig, recalibrate, train_selector
-    from bulkner.span_selector import recalibrate_span, train_span_selector
+    """Train the span selector: a span classifier over every span of each training sentence that
+    drops the generator's doubtful spans and adds those it is sure of (the shipped default's kind)."""
+    from bulkner.evaluation.predictions import read_predictions
+    from bulkner.selectors.train import recalibrate, train_selector
     from bulkner.training.data import TrainSource
 
     setup_logging(verbose)
-    negatives = read_predictions(predictions) if predictions else None
     try:
+        generator = read_predictions(predictions) if predictions else None
         config = SelectorTrainConfig(
             sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
             dev_sources=tuple(TrainSource.parse(s) for s in dev_source), encoder=encoder, epochs=epochs, lr=lr,
-            batch_size=batch_size, negatives_per_gold=negatives_per_gold, max_length=max_length, contrastive_weight=contrastive_weight,
-            limit=limit, seed=seed, bf16=bf16, head_lr=head_lr,
+            head_lr=head_lr, batch_size=batch_size, max_length=max_length, limit=limit, seed=seed, bf16=bf16,
         )
-        if kind not in ("pair", "span"):
-            raise ValueError(f"--kind must be pair or span, got {kind!r}")
         if calibrate_only:
-            calibration = (recalibrate_span if kind == "span" else recalibrate)(config, negatives)
-            report = {"threshold": calibration["threshold"], "dev_f1": calibration["f1"], "calibration": calibration, "steps": 0}
+            calibration, steps = recalibrate(config, generator), 0
         else:
-            report = (train_span_selector if kind == "span" else train_selector)(config, negatives, progress=True)
+            record = train_selector(config, generator, progress=True)
+            calibration, steps = record["calibration"], record["steps"]
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
-    calibration = report["calibration"]
-    before = f" (generator alone {calibration['f1_without_selector']:.3f})" if "f1_without_selector" in calibration else ""
-    added = f"  add threshold {calibration['add_threshold']:.3f}" if "add_threshold" in calibration else ""
-    typer.echo(f"selector: {out}  threshold {report['threshold']:.3f}{added}  held-out F1 {report['dev_f1']:.3f}{before}  ({report['steps']} steps)")
+    typer.echo(f"selector: {out}  keep threshold {calibration['threshold']:.3f}  add threshold {calibration['add_threshold']:.3f}  "
+               f"held-out F1 {calibration['f1']:.3f} (generator alone {calibration['f1_without_selector']:.3f})  ({steps} steps)")
 
 
 @app.command("export")

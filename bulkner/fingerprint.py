@@ -32,7 +32,7 @@ def _selector(config: RunConfig) -> str:
     """The selector's identity (kind, version, weights hash, thresholds), or ``none``."""
     if config.selector is None:
         return "none"
-    from bulkner.selector import open_selector
+    from bulkner.selectors import open_selector
 
     return open_selector(config.selector, config.selector_threshold).fingerprint()
 

@@ -20,7 +20,8 @@ CLASSES = [
     ("bulkner/config.py", "EngineConfig", "`--engine`, `--model`, `--adapter`, `--dtype` ...: the generator"),
     ("bulkner/config.py", "RayConfig", "`--runner ray`, `--replicas`, `--max-attempts` ...: replicas on a Ray cluster"),
     ("bulkner/training/train.py", "TrainConfig", "`bulkner train`: fine-tuning the generator"),
-    ("bulkner/selector_train.py", "SelectorTrainConfig", "`bulkner train-selector`: the entity selector"),
+    ("bulkner/selectors/train.py", "SelectorTrainConfig", "`bulkner train-selector`: the span selector"),
+    ("bulkner/evaluation/evaluate.py", "EvalConfig", "`bulkner eval`: scoring the pipeline on a gold corpus"),
 ]
 
 

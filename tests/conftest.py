@@ -86,7 +86,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from bulkner.selector import default_encoder_dir
+    from bulkner.selectors.encoder import default_encoder_dir
 
     out = tmp_path_factory.mktemp("tiny-bert")
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -94,4 +94,25 @@ def tiny_encoder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_span_selector(tiny_encoder, tmp_path_factory) -> Path:
+    """A span selector over the tiny encoder, trained one epoch on ten BC5CDR sentences, that adds
+    no spans (add threshold over 1): its keep threshold alone decides."""
+    import json
+
+    from bulkner.selectors.train import SelectorTrainConfig, train_selector
+    from bulkner.training.data import TrainSource
+
+    gold = Path(__file__).resolve().parents[2] / "shared" / "data" / "ner" / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+    if not gold.is_file():
+        pytest.skip(f"shared data missing: {gold}")
+    out = tmp_path_factory.mktemp("span-selector")
+    config = SelectorTrainConfig(sources=(TrainSource("pubtator", str(gold), documents=3),), out=str(out),
+                                 encoder=str(tiny_encoder), epochs=1, limit=10, device="cpu", max_length=128)
+    train_selector(config, progress=False)
+    meta = json.loads((out / "selector.json").read_text())
+    (out / "selector.json").write_text(json.dumps(meta | {"add_threshold": 1.01}, indent=1, sort_keys=True))
     return out

@@ -9,16 +9,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from bulkner.config import EngineConfig
+from bulkner.config import ENGINES, EngineConfig
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
 from bulkner.hardware import cpu_has_avx2
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Engine", "Generation", "Prompt", "build_engine", "engine_available", "join_by_id"]
-
-BUILT_HERE = ("vllm", "transformers")
-
 
 def build_engine(config: EngineConfig) -> Engine:
     """Construct the engine ``config.name`` and call its ``setup``."""
@@ -31,7 +28,7 @@ def build_engine(config: EngineConfig) -> Engine:
 
         engine = TransformersEngine(config)
     else:
-        raise ValueError(f"build_engine builds {' and '.join(BUILT_HERE)}, not {config.name!r}")
+        raise ValueError(f"build_engine builds {' and '.join(ENGINES)}, not {config.name!r}")
     engine.setup()  # type: ignore[attr-defined]
     return engine
 

@@ -1,15 +1,21 @@
-"""Evaluation against gold corpora: the real pipeline (segment, prompt, generate, parse) on gold
-documents, scored strict and relaxed. With the oracle engine it measures the pipeline's ceiling."""
+"""Evaluation against gold corpora: the real pipeline (segment, prompt, generate, parse, select) on
+gold documents, scored strict and relaxed. With the oracle engine it measures the pipeline's ceiling.
+
+``bulkner eval`` parses its options into an :class:`EvalConfig` and calls :func:`evaluate_corpus`.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 from tqdm.auto import tqdm
 
 from bulkner.corpora import GoldDocument
+from bulkner.config import MAX_SENTENCE_CHARS, RunConfig, EngineConfig
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
+from bulkner.evaluation.predictions import sentence_predictions
 from bulkner.pipeline.tagger import Tagger, TagStats, segment
 from bulkner.schema import Entity, Reject, Sentence
 from bulkner.evaluation.scoring import Mention, score
@@ -40,26 +46,13 @@ def predict(
     return entities, counts
 
 
-def sentence_predictions(entities: Sequence[Entity], dropped: Sequence[Entity] | None = None) -> dict[str, list[list]]:
-    """Every span the generator predicted, per sentence key, offsets into the sentence
-    (``bulkner eval --predictions``; ``bulkner train-selector --predictions`` reads them back as
-    generator negatives): ``[start, end, type]``, or, when a selector ran (``dropped`` is its
-    dropped spans), ``[start, end, type, score, kept]``."""
-    rows: dict[str, list[list]] = {}
-    for kept, group in ((True, entities), (False, dropped or ())):
-        for e in group:
-            row = [e.start - e.sentence.start, e.end - e.sentence.start, e.type]
-            rows.setdefault(e.sentence.key, []).append(row if dropped is None else row + [round(e.score, 6), kept])
-    return rows
-
-
 def oracle_tagger(
     gold: Sequence[GoldDocument], sentences: Sequence[Sentence], types: Sequence[EntityType]
 ) -> tuple[Tagger, dict]:
     """A tagger answering with gold-tagged sentences, and the counts of gold mentions no answer can
     carry: cut by a sentence boundary, or crossing a longer mention of the same type."""
-    targets, cut, crossing = oracle_targets(sentences, gold, [t.name for t in types])
-    unreachable = {"cut_by_sentence_boundaries": len(cut), "crossing_same_type": len(crossing)}
+    targets, placed = oracle_targets(sentences, gold, [t.name for t in types])
+    unreachable = {"cut_by_sentence_boundaries": len(placed.cut), "crossing_same_type": len(placed.crossing)}
     return Tagger(OracleEngine(targets), OraclePrompts(types), 4096), unreachable
 
 
@@ -67,13 +60,13 @@ def evaluate(
     gold: Sequence[GoldDocument],
     types: Sequence[EntityType],
     tagger: Tagger | None = None,
-    max_sentence_chars: int = 2000,
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
     progress: bool = False,
     predictions: dict | None = None,
 ) -> dict:
-    """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.build_tagger``), or, when it is
-    None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled with
-    every span the generator predicted per sentence key (``sentence_predictions``)."""
+    """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.tagger.build_tagger``), or, when
+    it is None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled
+    with every span the generator predicted per sentence key (:mod:`bulkner.evaluation.predictions`)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
@@ -95,7 +88,7 @@ def evaluate(
     return result
 
 
-def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int = 2000) -> dict:
+def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int = MAX_SENTENCE_CHARS) -> dict:
     """Feed gold-tagged generations through segmenting, parsing and offset mapping.
 
     Returns counts: gold mentions, those recovered with exact offsets and type, those cut by a
@@ -118,3 +111,57 @@ def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_
         "spurious": micro["fp"],
         "rejects": pipeline["rejects"],
     }
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One ``bulkner eval``: a gold corpus, the types scored and the pipeline that tags it."""
+
+    gold: str
+    """Gold corpus file or folder."""
+    format: str
+    """Its format (``bulkner.corpora.registry.FORMATS``)."""
+    types: tuple[str, ...] | None = None
+    """Types to score; None: the corpus's own."""
+    types_file: str | None = None
+    """JSON object of user types ``{"Name": "definition"}``."""
+    engine: EngineConfig | None = None
+    """The generator; None answers with the gold-tagged sentences (the oracle: the pipeline's ceiling)."""
+    selector: str | None = None
+    """Selector directory (``bulkner.selectors``); None keeps every parsed span."""
+    selector_threshold: float | None = None
+    """Overrides the selector's calibrated keep threshold."""
+    limit: int | None = None
+    """Evaluate the first N documents; None: all."""
+    batch_sentences: int = RunConfig.batch_sentences
+    max_sentence_chars: int = MAX_SENTENCE_CHARS
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.engine is None and self.selector is not None:
+            raise ValueError("the oracle answers with gold spans: a selector has nothing to check")
+        if self.types is not None and not self.types:
+            raise ValueError("types must be None (the corpus's) or non-empty")
+
+
+def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict | None = None) -> dict:
+    """Read the gold corpus, build the tagger (engine and selector), score the pipeline on it
+    (:func:`evaluate`) and release the tagger; the result also counts the corpus's own problems.
+    ``predictions`` (a dict) is filled as :func:`evaluate` fills it."""
+    from bulkner.corpora.registry import read_corpus
+    from bulkner.pipeline.tagger import build_tagger
+    from bulkner.types import resolve_types
+
+    corpus = read_corpus(config.format, config.gold)
+    documents = corpus.documents[: config.limit] if config.limit else corpus.documents
+    types = resolve_types(list(config.types) if config.types else sorted(corpus.type_counts()), config.types_file)
+    tagger = None
+    if config.engine is not None:
+        tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold)
+    try:
+        result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions)
+    finally:
+        if tagger is not None:
+            tagger.close()
+    return result | {"corpus_problems": corpus.problem_counts()}

@@ -111,7 +111,7 @@ class Tagger:
         self.type_names = list(self.types)
         self.batch_sentences = batch_sentences
         self.selector = selector
-        """A ``bulkner.selector.Selector`` that scores and filters parsed spans, or None."""
+        """A ``bulkner.selectors.Selector`` that scores and filters parsed spans, or None."""
         self.dropped: list[Entity] | None = None
         """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
         self.added: list[Entity] | None = None
@@ -185,7 +185,7 @@ class Tagger:
         the spans of ``sentences`` it proposes itself (a span selector)."""
         kept = found
         if self.selector is not None:
-            from bulkner.selector import Candidate
+            from bulkner.selectors import Candidate
 
             offsets = [(e.start - e.sentence.start, e.end - e.sentence.start) for e in found]
             candidates = [Candidate(e.sentence.text, s, t, self.types[e.type]) for e, (s, t) in zip(found, offsets)]
@@ -227,7 +227,7 @@ def build_tagger(
     builder = PromptBuilder(types, tokenizer, config.max_model_len)
     scorer = None
     if selector is not None:
-        from bulkner.selector import open_selector
+        from bulkner.selectors import open_selector
 
         scorer = open_selector(selector, selector_threshold)
         scorer.setup()

@@ -20,23 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from bulkner.corpora import GoldDocument
 from bulkner.corpora.registry import FORMATS, read_corpus
-from bulkner.engines.oracle import oracle_targets
+from bulkner.corpora.gold import sentence_gold
 from bulkner.training.lexicon import dense_samples, read_lexicon
 from bulkner.checkpoints import end_token_ids
+from bulkner.config import MAX_SENTENCE_CHARS
 from bulkner.pipeline.tagger import segment
 from bulkner.pipeline.prompt import PromptBuilder, Tokenizer, messages
 from bulkner.schema import Span
-from bulkner.tagging import render, resolve_crossing
+from bulkner.tagging import render
 from bulkner.types import resolve_types
 
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
 """Label of tokens that carry no loss (prompt and padding)."""
-MAX_SENTENCE_CHARS = 2000
-"""Longest sentence kept, as ``RunConfig.max_sentence_chars`` at inference."""
 _MARK = "\u0000ANSWER\u0000"
 
 
@@ -125,22 +123,6 @@ def answer_end_id(tokenizer) -> int:
     raise ValueError("cannot tell which token ends an answer: the template closes none and there is no EOS")
 
 
-def keep_mentions(gold: GoldDocument, names: set[str], counts: dict) -> GoldDocument:
-    """``gold`` with only mentions of ``names`` and, per passage, no same-type crossing pairs."""
-    by_passage: dict[int, list[Span]] = defaultdict(list)
-    for index, span in gold.mentions:
-        if span.type in names:
-            by_passage[index].append(span)
-        else:
-            counts["other_type_mentions"] += 1
-    kept: list[tuple[int, Span]] = []
-    for index, spans in sorted(by_passage.items()):
-        resolved = resolve_crossing(spans)
-        counts["crossing_dropped"] += len(set(spans)) - len(resolved)
-        kept.extend((index, s) for s in resolved)
-    return GoldDocument(gold.document, tuple(kept))
-
-
 def source_examples(
     index: int, source: TrainSource, tokenizer: Tokenizer, max_length: int, end_id: int, types_file: str | None,
     dense: tuple[dict[str, list[str]], int, int] | None = None,
@@ -151,10 +133,9 @@ def source_examples(
     gold = list(corpus.documents[: source.documents] if source.documents else corpus.documents)
     names = list(source.types) if source.types else sorted(corpus.type_counts())
     types = resolve_types(names, types_file)
-    counts = {"other_type_mentions": 0, "crossing_dropped": 0}
-    gold = [keep_mentions(g, set(names), counts) for g in gold]
     sentences, rejects = segment([g.document for g in gold], MAX_SENTENCE_CHARS)
-    targets, cut, _ = oracle_targets(sentences, gold, names)
+    placed = sentence_gold(sentences, gold, names)
+    targets = {s.key: render(s.text, placed.spans[s.key], names) for s in sentences}
     builder = PromptBuilder(types, tokenizer, max_length)
     examples: list[Example] = []
     too_long = len(rejects)
@@ -180,8 +161,9 @@ def source_examples(
         "examples": len(examples),
         "dense_examples": len(pairs) - len(sentences) if dense is not None else 0,
         "skipped_too_long": too_long,
-        "cut_mentions": len(cut),
-        **counts,
+        "cut_mentions": len(placed.cut),
+        "other_type_mentions": placed.other_types,
+        "crossing_dropped": len(placed.crossing),
         "corpus_problems": dict(corpus.problem_counts()),
     }
     logger.info("source %d (%s %s): %s", index, source.fmt, source.path, report)

@@ -102,7 +102,7 @@ class TrainConfig:
     """Gradient clipping norm; 0 turns clipping off."""
     seed: int = 0
     """Seed of the eval split, the batch order and the weights' random init (LoRA, dropout)."""
-    save_every: int = 0
+    save_every: int = 200
     """Write ``checkpoint-<step>`` every this many optimizer steps; 0 = none (``final/`` always)."""
     keep_checkpoints: int = 2
     """Most recent checkpoints kept on disk."""

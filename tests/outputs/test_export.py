@@ -16,7 +16,7 @@ from bulkner.corpora.registry import read_corpus
 from bulkner.outputs.export import LINE_BREAKS, NOT_XML, bare_id, export
 from bulkner.pipeline.tagger import segment
 from bulkner.schema import Document, Entity, Passage, Span, Tombstone
-from bulkner.selector_train import sentence_gold
+from bulkner.corpora.gold import sentence_gold
 from bulkner.outputs.writer import OutputDir, documents_table, entities_table, tombstones_table
 
 CDR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner" / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
@@ -26,7 +26,7 @@ NOTE = "Lithium\ttoxicity\r\nwith haloperidol.\nA second line\x0bhere."
 def entities(golds: list[GoldDocument]) -> list[Entity]:
     """The gold mentions as entities of the sentences they fall in (scores vary, float32-exact)."""
     sentences, _ = segment([g.document for g in golds], 2000)
-    spans = sentence_gold(sentences, golds)
+    spans = sentence_gold(sentences, golds).spans
     found = [(s, m) for s in sentences for m in spans[s.key]]
     return [Entity(s, m.start + s.start, m.end + s.start, m.type, 0.5 + 0.125 * (k % 4)) for k, (s, m) in enumerate(found)]
 
@@ -101,7 +101,7 @@ def expected(final: list[GoldDocument], pubtator: bool = False) -> set[tuple]:
     rows = set()
     for gold in final:
         sentences, _ = segment([gold.document], 2000)
-        spans = sentence_gold(sentences, [gold])
+        spans = sentence_gold(sentences, [gold]).spans
         kept = {(s.passage_index, m.start + s.start, m.end + s.start, m.type) for s in sentences for m in spans[s.key]}
         passages = gold.document.passages
         titled = passages[0].kind == "title"
@@ -162,7 +162,7 @@ def test_pubtator_reproduces_bc5cdr(run, cdr, tmp_path):
         cut += len(mentions - ours)
     golds = [cdr[i] for i in (0, 1, 3, 5, 6, 7, 8)]
     sentences, _ = segment([g.document for g in golds], 2000)
-    held = sum(len(v) for v in sentence_gold(sentences, golds).values())
+    held = sum(len(v) for v in sentence_gold(sentences, golds).spans.values())
     assert cut == len({(g.document.doc_id, i, s) for g in golds for i, s in g.mentions}) - held  # cut by a sentence boundary
 
 

@@ -20,7 +20,7 @@ from bulkner.fingerprint import fingerprint
 from bulkner.pipeline.tagger import segment
 from bulkner.outputs.report import Tagged, build_report, chart, levels, pieces, render, sentence_html, write_report
 from bulkner.schema import Document, Entity, Passage, Reject, Span
-from bulkner.selector_train import sentence_gold
+from bulkner.corpora.gold import sentence_gold
 from bulkner.outputs.tables import read_table
 from bulkner.types import resolve_types
 from bulkner.outputs.writer import OutputDir, documents_table, entities_table, rejects_table, sentences_table
@@ -49,7 +49,7 @@ def write_shard(out: OutputDir, shard: str, golds: list[GoldDocument], tagged: b
              "rejects_by_reason": dict(Counter(f"{r.stage}/{r.reason}" for r in rejects))}
     stats["sentences_per_second"] = round(len(sentences) / stats["seconds"], 2)
     if tagged:
-        spans = sentence_gold(sentences, golds)
+        spans = sentence_gold(sentences, golds).spans
         found = [(s, m) for s in sentences for m in spans[s.key]]
         entities = [Entity(s, m.start + s.start, m.end + s.start, m.type, 0.5 + 0.125 * (k % 4)) for k, (s, m) in enumerate(found)]
         tables["entities"] = entities_table(entities, shard)

