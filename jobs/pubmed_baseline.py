@@ -1,6 +1,6 @@
 """Ray job: the PubMed baseline (or any set of input files) into entity tables, once.
 
-    ray job submit --address http://localhost:8265 --working-dir . -- \\
+    RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . -- \\
         python jobs/pubmed_baseline.py s3://bucket/pubmed/baseline/ --out s3://bucket/bulkner/pubmed
 
 The driver asks the autoscaler for the GPUs its replicas need and waits for them; replicas are

@@ -1,6 +1,6 @@
 """Ray job: the PubMed update files into the baseline's output directory, nightly.
 
-    ray job submit --address http://localhost:8265 --working-dir . -- \\
+    RAY_AUTH_MODE=token ray job submit --address http://localhost:8265 --working-dir . -- \\
         python jobs/pubmed_nightly.py s3://bucket/pubmed/updatefiles/ --out s3://bucket/bulkner/pubmed
 
 Give the options the baseline ran with (the same fingerprint, or the run is refused). Update files

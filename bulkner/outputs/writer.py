@@ -179,13 +179,6 @@ class OutputDir:
             log.info("removed %d temporary file(s) left by an interrupted run in %s", removed, self.root)
         return removed
 
-    def write_shard(self, shard: str, tables: dict[str, pa.Table], stats: dict) -> None:
-        """Write every table of ``shard`` whole, then its completion marker."""
-        with self.shard_writer(shard, {name: table.schema for name, table in tables.items()}) as writer:
-            for name, table in tables.items():
-                writer.write(name, table)
-            writer.commit(stats)
-
     @contextlib.contextmanager
     def shard_writer(self, shard: str, schemas: dict[str, pa.Schema]) -> Iterator["ShardWriter"]:
         """A ``ShardWriter`` for the tables ``schemas`` names; files not committed when the block

@@ -18,6 +18,7 @@ from bulkner.pipeline.tagger import segment
 from bulkner.schema import Document, Entity, Passage, Span, Tombstone
 from bulkner.corpora.gold import sentence_gold
 from bulkner.outputs.writer import OutputDir, documents_table, entities_table, tombstones_table
+from tests.outputs.shards import write_tables
 
 CDR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner" / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
 NOTE = "Lithium\ttoxicity\r\nwith haloperidol.\nA second line\x0bhere."
@@ -62,7 +63,7 @@ def write(out: OutputDir, shard: str, golds: list[GoldDocument], deleted: list[s
         "entities": entities_table(entities(golds), shard),
         "tombstones": tombstones_table([Tombstone(d) for d in deleted], shard),
     }
-    out.write_shard(shard, tables, {})
+    write_tables(out, shard, tables, {})
     if not finished:
         out.undo(shard)
 

@@ -24,6 +24,7 @@ from bulkner.corpora.gold import sentence_gold
 from bulkner.outputs.tables import read_table
 from bulkner.types import resolve_types
 from bulkner.outputs.writer import OutputDir, documents_table, entities_table, rejects_table, sentences_table
+from tests.outputs.shards import write_tables
 
 GENIA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner" / "genia" / "GENIAcorpus3.02.tgz"
 HOSTILE_TEXT = 'The <b>IL-2 receptor</b> & "alpha" <script>alert(1)</script> binds IL-2 <img src=x onerror=alert(2)>.'
@@ -55,7 +56,7 @@ def write_shard(out: OutputDir, shard: str, golds: list[GoldDocument], tagged: b
         tables["entities"] = entities_table(entities, shard)
         stats["entities_by_type"] = dict(Counter(e.type for e in entities))
     tables["rejects"] = rejects_table(rejects, shard)
-    out.write_shard(shard, tables, stats)
+    write_tables(out, shard, tables, stats)
     return stats
 
 

@@ -8,11 +8,12 @@ import pytest
 import bulkner
 from bulkner.schema import TABLES, Document, Passage
 from bulkner.outputs.writer import OutputDir, documents_table
+from tests.outputs.shards import write_tables
 
 
 def write(out: OutputDir, shard: str, pmids: list[int], marker: bool = True) -> None:
     docs = [Document(f"pmid:{p}", 1, (Passage("title", f"Title {p}."),)) for p in pmids]
-    out.write_shard(shard, {"documents": documents_table(docs, shard)}, {"documents": len(docs)})
+    write_tables(out, shard, {"documents": documents_table(docs, shard)}, {"documents": len(docs)})
     if not marker:
         out.undo(shard)  # a crash between its tables and its marker
 

@@ -11,6 +11,7 @@ import pytest
 
 from bulkner.schema import TABLES, Document, Passage, Reject, Tombstone
 from bulkner.outputs.writer import FingerprintMismatch, OutputDir, documents_table, rejects_table, tombstones_table
+from tests.outputs.shards import write_tables
 
 
 def test_shard_tables_then_marker(tmp_path):
@@ -22,7 +23,7 @@ def test_shard_tables_then_marker(tmp_path):
         "rejects": rejects_table([Reject("read", "missing_pmid", "#3", "no PMID")], "s1"),
     }
     assert out.done("s1") is None
-    out.write_shard("s1", tables, {"documents": 1})
+    write_tables(out, "s1", tables, {"documents": 1})
     assert out.done("s1") == {"documents": 1}
     docs = pq.read_table(tmp_path / "out" / "documents" / "s1.parquet")
     assert docs.schema.equals(TABLES["documents"])
@@ -43,7 +44,7 @@ def test_fingerprint_is_recorded_then_enforced(tmp_path):
 
 def test_file_url(tmp_path):
     out = OutputDir(f"file://{tmp_path}/o")
-    out.write_shard("s", {"tombstones": tombstones_table([], "s")}, {})
+    write_tables(out, "s", {"tombstones": tombstones_table([], "s")}, {})
     assert (tmp_path / "o" / "_done" / "s.json").exists()
 
 
@@ -87,7 +88,7 @@ def test_object_stores_are_written_in_place(tmp_path):
     out.claim({"hash": "a"})
     with pytest.raises(FingerprintMismatch):
         OutputDir(url).claim({"hash": "b"})
-    out.write_shard("s", {"tombstones": tombstones_table([Tombstone("pmid:1")], "s")}, {"n": 1})
+    write_tables(out, "s", {"tombstones": tombstones_table([Tombstone("pmid:1")], "s")}, {"n": 1})
     memory = fsspec.filesystem("memory")
     names = sorted(p.rsplit("/", 1)[1] for p in memory.find(f"/{tmp_path.name}/out"))
     assert names == ["_fingerprint.json", "s.json", "s.parquet"]
@@ -111,7 +112,7 @@ def test_orphans_of_the_shards_to_process_are_removed(tmp_path):
 
 def test_undo_removes_the_marker(tmp_path):
     out = OutputDir(str(tmp_path))
-    out.write_shard("s", {}, {"documents": 1})
+    write_tables(out, "s", {}, {"documents": 1})
     assert out.finished() == ["s"]
     out.undo("s")
     out.undo("s")  # nothing to remove
