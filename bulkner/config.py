@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 ENGINES = ("vllm", "transformers")
 """Engines ``EngineConfig`` builds (the oracle engine of ``bulkner eval --oracle`` is built from gold data)."""

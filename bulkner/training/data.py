@@ -27,7 +27,6 @@ from bulkner.checkpoints import end_token_ids
 from bulkner.config import MAX_SENTENCE_CHARS
 from bulkner.pipeline.tagger import segment
 from bulkner.pipeline.prompt import PromptBuilder, Tokenizer, messages
-from bulkner.schema import Span
 from bulkner.tagging import render
 from bulkner.types import resolve_types
 

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bulkner.corpora import GoldDocument
 from bulkner.corpora.cmeee import CMEEE_TYPES
 from bulkner.corpora.registry import read_corpus
 from bulkner.checkpoints import end_token_ids, resolve_model
 from bulkner.pipeline.tagger import segment
 from bulkner.pipeline.prompt import PromptBuilder
-from bulkner.schema import Document, Passage, Span
 from bulkner.tagging import parse
 from bulkner.training.data import IGNORE, TrainSource, answer_end_id, batch_plan, build_examples, split_eval
 from bulkner.types import resolve_types
