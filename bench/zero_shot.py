@@ -4,8 +4,8 @@
 
 The default tagger was trained on Chemical and Disease only (BC5CDR, NCBI-disease). Here it is
 asked, by name and definition (``bulkner/data/types/zero-shot-v1.json``), for the types of three
-other shared corpora: JNLPBA development set (Gene/Protein, DNA, RNA, CellLine, CellType; one
-document per sentence), BC2GM development set (Gene/Protein) and GENIA 3.02 (the same five types,
+other shared corpora: JNLPBA development set (Gene, DNA, RNA, CellLine, CellType; one
+document per sentence), BC2GM development set (Gene) and GENIA 3.02 (the same five types,
 nested; one document per abstract). Each runs ``bulkner eval`` on the first ``--limit`` documents
 (GENIA: a tenth of it) and reports strict (exact span and type) and relaxed (overlapping span, same
 type) micro F1 and per-type F1. GLiNER-biomed's published zero-shot figures on such corpora are
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NER = ROOT.parent / "shared" / "data" / "ner"
 TYPES_FILE = ROOT / "bulkner" / "data" / "types" / "zero-shot-v1.json"
-FIVE = "Gene/Protein,DNA,RNA,CellLine,CellType"
+FIVE = "Gene,DNA,RNA,CellLine,CellType"
 CORPORA = {
     "jnlpba_devel": (NER / "jnlpba" / "conll" / "devel.tsv", "conll", FIVE, 1),
-    "bc2gm_devel": (NER / "bc2gm" / "conll" / "devel.tsv", "conll", "Gene/Protein", 1),
+    "bc2gm_devel": (NER / "bc2gm" / "conll" / "devel.tsv", "conll", "Gene", 1),
     "genia": (NER / "genia" / "GENIAcorpus3.02.tgz", "genia-xml", FIVE, 10),
 }
 """name → (gold path, format, types, divisor of --limit)."""

@@ -284,3 +284,18 @@ def end_token_ids(tokenizer: object, model_dir: str | None = None) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer defines no end-of-sequence token; cannot decide where answers stop")
     return sorted(ids)
+
+
+def trained_format(model: str, adapter: str | None) -> str:
+    """The answer format a model was trained in: ``config.answer_format`` of the adapter's (or,
+    without one, the model directory's) ``training.json``; ``blocks`` when it records none."""
+    from bulkner.tagging import DEFAULT_FORMAT, answer_format
+
+    where = Path(adapter or model).expanduser() / "training.json"
+    if not where.is_file():
+        return DEFAULT_FORMAT
+    try:
+        recorded = json.loads(where.read_text(encoding="utf-8")).get("config", {}).get("answer_format")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"cannot read the answer format from {where}: {err}") from err
+    return answer_format(recorded).name if recorded else DEFAULT_FORMAT

@@ -20,6 +20,7 @@ import typer
 
 from bulkner.config import DEFAULT_MODEL, DEFAULT_TYPES, INPUT_FORMATS, EngineConfig, InputConfig, RayConfig, RunConfig, model_and_adapter
 from bulkner.selectors import choose_selector
+from bulkner.tagging import DEFAULT_FORMAT
 from bulkner.selectors.train import SelectorTrainConfig
 from bulkner.training.train import TrainConfig
 from bulkner.types import PRESETS
@@ -175,6 +176,7 @@ INPUTS_HELP = ("Input shards: PubMed XML, PMC articles (.nxml, .xml) and .tar.gz
                ".txt files (.gz or not); directories, globs or object-store URLs.")
 FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, and by root element for .xml)."
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
+ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."
 TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
 
 
@@ -195,6 +197,7 @@ def run(
     queue_batches: int = typer.Option(RunConfig.queue_batches, help="Engine batches queued between the stages (read/segment/prompt, generate, parse/select/write), each in its own thread; 0 = one after another."),
     max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(EngineConfig.speculative_ngram, help="n-gram speculative tokens per step (0 = off)."),
+    answer_format: Optional[str] = typer.Option(None, help=ANSWER_FORMAT_HELP),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
@@ -220,7 +223,7 @@ def run(
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
             max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
-            gpu_memory_utilization=gpu_memory_utilization,
+            gpu_memory_utilization=gpu_memory_utilization, answer_format=answer_format,
         )
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
@@ -268,6 +271,7 @@ def eval_(
     engine: str = typer.Option("auto", help="auto, vllm or transformers."),
     dtype: str = typer.Option(EngineConfig.dtype, help=DTYPE_HELP),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
+    answer_format: Optional[str] = typer.Option(None, help=ANSWER_FORMAT_HELP + " With --oracle: the format the gold answers are written in (default blocks)."),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
@@ -297,9 +301,11 @@ def eval_(
                 names = tuple(sorted(read_corpus(fmt, str(gold)).type_counts()))
             chosen = choose_selector(selector, not no_selector, model is None and adapter is None, names)
             model, adapter = model_and_adapter(model, adapter)
-            engine_config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype, max_model_len=max_model_len)
-        config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config, chosen,
-                            selector_threshold, limit, batch_sentences)
+            engine_config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
+                                         max_model_len=max_model_len, answer_format=answer_format)
+        config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config,
+                            oracle_format=answer_format or DEFAULT_FORMAT, selector=chosen,
+                            selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences)
         result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -344,6 +350,7 @@ def train_cmd(
     eval_fraction: Optional[float] = typer.Option(None, help="Hold out this share of examples to log an eval loss."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training examples (smoke tests)."),
     seed: int = typer.Option(TrainConfig.seed, help="Seed of shuffling, held-out split and initialisation."),
+    answer_format: str = typer.Option(TrainConfig.answer_format, help="How answers are written: blocks (LLMNER: the sentence once per type), brackets (one copy, [Type entity]) or spans (the entities only, one per line); recorded with the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -357,6 +364,7 @@ def train_cmd(
             dense_lexicon=str(dense_lexicon) if dense_lexicon else None, dense_names=dense_names, lora=not full, lora_r=lora_r, lora_alpha=lora_alpha, init_adapter=str(init_adapter) if init_adapter else None, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, bf16=bf16, grad_accum=grad_accum,
             max_length=max_length, save_every=save_every, eval_fraction=eval_fraction, limit=limit, seed=seed,
+            answer_format=answer_format,
         )
         result = train(config, progress=True, resume=resume)
     except (ValueError, FileNotFoundError) as err:

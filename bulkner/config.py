@@ -57,6 +57,10 @@ class EngineConfig:
     start-up there), compiled on GPU."""
     seed: int = 0
     """Sampling seed (decoding is greedy; the seed only fixes tie-breaking in kernels)."""
+    answer_format: str | None = None
+    """How the model writes its answer (``bulkner.tagging.FORMATS``: ``blocks``, ``brackets``,
+    ``spans``); None: the format the adapter or model was trained in (its ``training.json``),
+    ``blocks`` when it records none."""
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -71,6 +75,10 @@ class EngineConfig:
             raise ValueError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
         if self.speculative_ngram < 0:
             raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
+        if self.answer_format is not None:
+            from bulkner.tagging import answer_format
+
+            answer_format(self.answer_format)
 
 
 INPUT_FORMATS = ("auto", "pubmed", "pmc", "jsonl", "parquet", "text")

@@ -16,7 +16,7 @@ from bulkner import tagging
 from bulkner.connectors import discover
 from bulkner.pipeline import prompt, sentences
 from bulkner.config import RunConfig
-from bulkner.checkpoints import content_id
+from bulkner.checkpoints import content_id, trained_format
 from bulkner.types import EntityType
 
 
@@ -54,6 +54,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "types": [[t.name, t.definition] for t in types],
             "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype},
             "parser": tagging.VERSION,
+            "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
         }
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -31,7 +31,7 @@ PRESETS: dict[str, str] = {
     "molecular formulas, abbreviations of chemicals and drug brand names",
     "Disease": "diseases, disorders, syndromes, symptoms, signs and abnormalities, including "
     "adverse effects and toxicities, and their abbreviations",
-    "Gene/Protein": "genes and gene products: proteins, protein families, complexes, domains and "
+    "Gene": "genes and gene products: proteins, protein families, complexes, domains and "
     "motifs, receptors, enzymes and their abbreviations",
     "Species": "organisms named by scientific or common name, including taxa, strains, viruses and "
     "bacteria, and words such as patients or mice that denote a species",
@@ -47,8 +47,14 @@ PRESETS: dict[str, str] = {
 """Built-in types and their definitions (one sentence each, written for the prompt)."""
 
 
+RENAMED = {"Gene/Protein": "Gene"}
+"""Former preset names and the preset each now is."""
+
+
 def preset(name: str) -> EntityType:
-    """The preset type called ``name``; raises ValueError listing the presets when unknown."""
+    """The preset type called ``name`` (or formerly called so, ``RENAMED``); raises ValueError
+    listing the presets when unknown."""
+    name = RENAMED.get(name, name)
     if name not in PRESETS:
         raise ValueError(f"unknown entity type {name!r}; presets are {', '.join(PRESETS)} (or use --types-file)")
     return EntityType(name, PRESETS[name])

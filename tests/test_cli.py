@@ -165,7 +165,7 @@ def first_blocks(path: Path, n: int) -> str:
 
 def test_gerbera_recipe_mixed_stage_then_target_only_stage(tmp_path, tiny_model_dir):
     """GERBERA's recipe as two `bulkner train` commands (README, "Relation to the seed systems"):
-    the target (NCBI-disease, Disease) with an auxiliary corpus (BC2GM, Gene/Protein) in a first
+    the target (NCBI-disease, Disease) with an auxiliary corpus (BC2GM, Gene) in a first
     stage, each with its own type list; then the target alone from the first stage's adapter."""
     ncbi, bc2gm = NER / "ncbi_disease" / "NCBItrainset_corpus.txt", NER / "bc2gm" / "conll" / "train.tsv"
     if not (ncbi.exists() and bc2gm.exists()):
@@ -174,11 +174,11 @@ def test_gerbera_recipe_mixed_stage_then_target_only_stage(tmp_path, tiny_model_
     (tmp_path / "bc2gm.tsv").write_text(first_blocks(bc2gm, 6), encoding="utf-8")
     target = ("--source", f"pubtator:{tmp_path / 'ncbi.txt'}")
     common = ("--model", tiny_model_dir, "--epochs", "1", "--batch-size", "4", "--lora-r", "4")
-    mixed = invoke("train", *target, "--source", f"conll:{tmp_path / 'bc2gm.tsv'}:Gene/Protein",
+    mixed = invoke("train", *target, "--source", f"conll:{tmp_path / 'bc2gm.tsv'}:Gene",
                    "--out", tmp_path / "mixed", *common)
     assert mixed.exit_code == 0, mixed.output
     first = json.loads((tmp_path / "mixed" / "final" / "training.json").read_text())
-    assert [s["types"] for s in first["data"]["sources"]] == [["Disease"], ["Gene/Protein"]]
+    assert [s["types"] for s in first["data"]["sources"]] == [["Disease"], ["Gene"]]
     assert all(s["examples"] > 0 for s in first["data"]["sources"])
     second = invoke("train", *target, "--init-adapter", tmp_path / "mixed" / "final", "--out", tmp_path / "target", *common)
     assert second.exit_code == 0, second.output
@@ -218,7 +218,7 @@ def test_zero_shot_types_by_definition_are_scored_strict_and_relaxed(tmp_path):
     types_file = Path(bulkner.__file__).parent / "data" / "types" / "zero-shot-v1.json"
     if not gold.exists():
         pytest.skip("shared data missing")
-    five = ["Gene/Protein", "DNA", "RNA", "CellLine", "CellType"]
+    five = ["Gene", "DNA", "RNA", "CellLine", "CellType"]
     assert set(five) <= set(json.loads(types_file.read_text()))
     result = invoke("eval", "--gold", gold, "--format", "conll", "--types", ",".join(five), "--types-file", types_file,
                     "--limit", "20", "--json", tmp_path / "zero.json")
@@ -345,7 +345,7 @@ def test_eval_oracle_on_a_type_subset(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["types"] == ["Chemical"] and report["strict"]["micro"]["recall"] == 1.0
-    assert report["pipeline"]["crossing_same_type"] == 0
+    assert report["pipeline"]["crossing"] == 0
 
 
 @requires_vllm

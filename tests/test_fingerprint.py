@@ -34,3 +34,15 @@ def test_the_reader_version_is_part_of_the_fingerprint(monkeypatch):
     before = fp()
     monkeypatch.setattr(reader, "READER_VERSION", reader.READER_VERSION + 1)
     assert fp() != before
+
+
+def test_the_answer_format_is_part_of_the_fingerprint_and_comes_from_the_adapter(tmp_path):
+    import json
+
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    assert fp(answer_format="brackets") != fp(answer_format="blocks") == fp()  # no adapter records one: blocks
+    (adapter / "training.json").write_text(json.dumps({"config": {"answer_format": "spans"}}))
+    parts = fingerprint(RunConfig(out="x", engine=EngineConfig(adapter=str(adapter))), resolve_types(("Chemical", "Disease")))
+    assert parts["answer_format"] == "spans-1"

@@ -10,7 +10,7 @@ from bulkner.types import PRESETS, resolve_types
 
 
 def test_presets_cover_the_issue_list():
-    assert {"Chemical", "Disease", "Gene/Protein", "Species", "CellLine", "CellType", "DNA", "RNA", "Variant"} <= set(PRESETS)
+    assert {"Chemical", "Disease", "Gene", "Species", "CellLine", "CellType", "DNA", "RNA", "Variant"} <= set(PRESETS)
 
 
 def test_user_types_override_and_extend(tmp_path):

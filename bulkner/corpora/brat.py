@@ -28,8 +28,11 @@ from bulkner.schema import Document, Passage, Span
 
 log = logging.getLogger(__name__)
 
-JNLPBA_TYPES = {"protein": "Gene/Protein", "DNA": "DNA", "RNA": "RNA", "cell_type": "CellType", "cell_line": "CellLine"}
+JNLPBA_TYPES = {"protein": "Gene", "DNA": "DNA", "RNA": "RNA", "cell_type": "CellType", "cell_line": "CellLine"}
 """JNLPBA / GENIA class names to our model type names."""
+S800_TYPES = {t: "Species" for t in ("Species", "Strain", "Genus", "Family", "Order", "Class", "Phylum", "Kingdom")}
+"""S800's taxon ranks all count as Species (BioRED's OrganismTaxon also covers higher taxa);
+its ``Out-of-scope`` label (taxon-like words its guidelines leave out: "fish", "algal") keeps its name."""
 
 _LABEL = re.compile(r"[A-Z][A-Z0-9 ,&/()'-]*:")
 

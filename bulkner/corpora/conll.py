@@ -23,7 +23,7 @@ from bulkner.schema import Document, Passage, Span
 
 log = logging.getLogger(__name__)
 
-CONLL_TYPES = {"GENE": "Gene/Protein", "protein": "Gene/Protein", "cell_type": "CellType", "cell_line": "CellLine"}
+CONLL_TYPES = {"GENE": "Gene", "protein": "Gene", "cell_type": "CellType", "cell_line": "CellLine"}
 """Type names of the corpora's CoNLL files that differ from our model type names."""
 
 _SEPARATORS = ("-DOCSTART-", "###MEDLINE:")

@@ -2,9 +2,10 @@
 training share.
 
 A passage mention belongs to the sentence that contains it whole; a mention no sentence contains
-(cut by a sentence boundary) is counted, never moved. Within a sentence, same-type mentions that
-cross (overlap without nesting) cannot both be written in the bracket format: the longer one is
-kept (``tagging.resolve_crossing``, policy ``keep_longer``) and the other counted.
+(cut by a sentence boundary) is counted, never moved. Within a sentence, mentions that cross
+(overlap without nesting) cannot both be written in some answer formats (same-type ones in
+``blocks``, any two in ``brackets``; ``AnswerFormat.crossing``): the longer one is kept
+(``tagging.resolve_crossing``, policy ``keep_longer``) and the other counted.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ class SentenceGold:
     """Mentions of types that were not asked for."""
 
 
-def sentence_gold(sentences: Sequence[Sentence], gold: Sequence[GoldDocument], types: Sequence[str] | None = None) -> SentenceGold:
-    """Place the mentions of ``types`` (None: every type) of ``gold`` on ``sentences``."""
+def sentence_gold(
+    sentences: Sequence[Sentence], gold: Sequence[GoldDocument], types: Sequence[str] | None = None, crossing: str = "type"
+) -> SentenceGold:
+    """Place the mentions of ``types`` (None: every type) of ``gold`` on ``sentences``; ``crossing``
+    says which crossing mentions to resolve: ``type`` (same type), ``all`` (any two) or ``none``."""
+    if crossing not in ("type", "all", "none"):
+        raise ValueError(f"crossing must be type, all or none, got {crossing!r}")
     by_passage: dict[tuple[str, int], list[Span]] = defaultdict(list)
     result = SentenceGold()
     for g in gold:
@@ -57,7 +63,8 @@ def sentence_gold(sentences: Sequence[Sentence], gold: Sequence[GoldDocument], t
             else:
                 inside[home.key].append(Span(span.start - home.start, span.end - home.start, span.type))
         for s in passage_sentences:
-            kept = resolve_crossing(inside[s.key])
+            kept = inside[s.key] if crossing == "none" else resolve_crossing(inside[s.key], crossing == "all")
+            kept = sorted(set(kept), key=lambda x: (x.start, -x.end, x.type))
             dropped = set(inside[s.key]) - set(kept)
             result.crossing += [(key[0], key[1], Span(x.start + s.start, x.end + s.start, x.type)) for x in dropped]
             result.spans[s.key] = kept

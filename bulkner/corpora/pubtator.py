@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 
 NCBI_DISEASE_TYPES = {t: "Disease" for t in ("SpecificDisease", "Modifier", "DiseaseClass", "CompositeMention")}
 """NCBI-disease's four mention classes all count as Disease."""
+BIORED_TYPES = {"GeneOrGeneProduct": "Gene", "ChemicalEntity": "Chemical", "DiseaseOrPhenotypicFeature": "Disease",
+                "OrganismTaxon": "Species", "SequenceVariant": "Variant", "CellLine": "CellLine"}
+"""BioRED's six labels to the model's types."""
+TMVAR_TYPES = {t: "Variant" for t in ("ProteinMutation", "DNAMutation", "OtherMutation", "SNP", "AcidChange",
+                                      "ProteinAllele", "DNAAllele")}
+"""tmVar3's variant classes (mutations at protein and DNA level, SNPs, alleles, amino-acid changes)
+all count as Variant, BioRED's single class; its Gene, Species and CellLine keep their names."""
+PUBTATOR_TYPES = {**NCBI_DISEASE_TYPES, **BIORED_TYPES, **TMVAR_TYPES}
+"""The default map of the ``pubtator`` format: BC5CDR's Chemical and Disease keep their names."""
 
 
 def _blocks(path: Path) -> Iterator[list[str]]:

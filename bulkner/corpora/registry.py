@@ -1,7 +1,7 @@
 """One entry point for every gold corpus format: ``read_corpus(fmt, path)`` gives a ``Corpus``.
 
 By default mention types come out as the model's type names (``Chemical``, ``Disease``,
-``Gene/Protein``, ``DNA``, ``RNA``, ``CellType``, ``CellLine``; CMeEE keeps its nine codes). Pass
+``Gene``, ``DNA``, ``RNA``, ``CellType``, ``CellLine``; CMeEE keeps its nine codes). Pass
 ``type_map={}`` to keep each corpus's own names, or a mapping of your own.
 
 | format | path | documents |
@@ -22,12 +22,12 @@ from typing import Callable, Mapping
 
 from bulkner.corpora import GoldDocument
 from bulkner.corpora.bc2gm import read_bc2gm
-from bulkner.corpora.brat import JNLPBA_TYPES, read_brat
+from bulkner.corpora.brat import JNLPBA_TYPES, S800_TYPES, read_brat
 from bulkner.corpora.cmeee import read_cmeee
 from bulkner.corpora.conll import CONLL_TYPES, read_conll
 from bulkner.corpora.corpus import Corpus, Problem, place
 from bulkner.corpora.genia import read_genia_json, read_genia_xml
-from bulkner.corpora.pubtator import NCBI_DISEASE_TYPES, read_pubtator
+from bulkner.corpora.pubtator import NCBI_DISEASE_TYPES, PUBTATOR_TYPES, read_pubtator
 from bulkner.schema import Span
 
 Reader = Callable[..., Corpus]
@@ -72,9 +72,9 @@ FORMATS: dict[str, Reader] = {
 """Reader of each format."""
 
 DEFAULT_TYPE_MAPS: dict[str, Mapping[str, str]] = {
-    "pubtator": NCBI_DISEASE_TYPES,
-    "bc2gm": {"GENE": "Gene/Protein"},
-    "brat": JNLPBA_TYPES,
+    "pubtator": PUBTATOR_TYPES,
+    "bc2gm": {"GENE": "Gene"},
+    "brat": {**JNLPBA_TYPES, **S800_TYPES},
     "genia-xml": JNLPBA_TYPES,
     "genia-json": JNLPBA_TYPES,
     "cmeee": {},

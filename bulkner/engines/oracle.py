@@ -12,22 +12,26 @@ from bulkner.corpora import GoldDocument
 from bulkner.corpora.gold import SentenceGold, sentence_gold
 from bulkner.engines.base import Generation, Prompt
 from bulkner.schema import Sentence
-from bulkner.tagging import render
+from bulkner.tagging import DEFAULT_FORMAT, answer_format
 from bulkner.types import EntityType
 
 
-def oracle_targets(sentences: Sequence[Sentence], gold: Sequence[GoldDocument], types: Sequence[str]) -> tuple[dict[str, str], SentenceGold]:
-    """Gold answers by sentence key for the mentions of ``types``, and the placement they came from
-    (its ``cut`` and ``crossing`` mentions are those no answer can carry)."""
-    placed = sentence_gold(sentences, gold, types)
-    return {s.key: render(s.text, placed.spans[s.key], types) for s in sentences}, placed
+def oracle_targets(
+    sentences: Sequence[Sentence], gold: Sequence[GoldDocument], types: Sequence[str], fmt: str = DEFAULT_FORMAT
+) -> tuple[dict[str, str], SentenceGold]:
+    """Gold answers in answer format ``fmt`` by sentence key for the mentions of ``types``, and the
+    placement they came from (its ``cut`` and ``crossing`` mentions are those no answer can carry)."""
+    answer = answer_format(fmt)
+    placed = sentence_gold(sentences, gold, types, answer.crossing)
+    return {s.key: answer.render(s.text, placed.spans[s.key], types) for s in sentences}, placed
 
 
 class OraclePrompts:
     """Prompt builder for the oracle: prompts carry only the sentence id."""
 
-    def __init__(self, types: Sequence[EntityType]) -> None:
+    def __init__(self, types: Sequence[EntityType], fmt: str = DEFAULT_FORMAT) -> None:
         self.types = list(types)
+        self.answer = answer_format(fmt)
         self.max_model_len = 0
 
     def build(self, sentence: Sentence) -> Prompt:

@@ -19,6 +19,7 @@ from bulkner.evaluation.predictions import sentence_predictions
 from bulkner.pipeline.tagger import Tagger, TagStats, segment
 from bulkner.schema import Entity, Reject, Sentence
 from bulkner.evaluation.scoring import Mention, score
+from bulkner.tagging import DEFAULT_FORMAT
 from bulkner.types import EntityType
 
 
@@ -47,13 +48,13 @@ def predict(
 
 
 def oracle_tagger(
-    gold: Sequence[GoldDocument], sentences: Sequence[Sentence], types: Sequence[EntityType]
+    gold: Sequence[GoldDocument], sentences: Sequence[Sentence], types: Sequence[EntityType], fmt: str = DEFAULT_FORMAT
 ) -> tuple[Tagger, dict]:
-    """A tagger answering with gold-tagged sentences, and the counts of gold mentions no answer can
-    carry: cut by a sentence boundary, or crossing a longer mention of the same type."""
-    targets, placed = oracle_targets(sentences, gold, [t.name for t in types])
-    unreachable = {"cut_by_sentence_boundaries": len(placed.cut), "crossing_same_type": len(placed.crossing)}
-    return Tagger(OracleEngine(targets), OraclePrompts(types), 4096), unreachable
+    """A tagger answering with gold answers in format ``fmt``, and the counts of gold mentions no
+    answer can carry: cut by a sentence boundary, or crossing a longer mention the format keeps."""
+    targets, placed = oracle_targets(sentences, gold, [t.name for t in types], fmt)
+    unreachable = {"cut_by_sentence_boundaries": len(placed.cut), "crossing": len(placed.crossing)}
+    return Tagger(OracleEngine(targets), OraclePrompts(types, fmt), 4096), unreachable
 
 
 def evaluate(
@@ -63,17 +64,19 @@ def evaluate(
     max_sentence_chars: int = MAX_SENTENCE_CHARS,
     progress: bool = False,
     predictions: dict | None = None,
+    oracle_format: str = DEFAULT_FORMAT,
 ) -> dict:
     """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.tagger.build_tagger``), or, when
     it is None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled
-    with every span the generator predicted per sentence key (:mod:`bulkner.evaluation.predictions`)."""
+    with every span the generator predicted per sentence key (:mod:`bulkner.evaluation.predictions`).
+    ``oracle_format`` is the answer format the oracle writes."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
     unreachable: dict = {}
     oracle = tagger is None
     if oracle:
-        tagger, unreachable = oracle_tagger(gold, sentences, types)
+        tagger, unreachable = oracle_tagger(gold, sentences, types, oracle_format)
     scored = predictions is not None and tagger.selector is not None
     tagger.dropped = [] if scored else None
     tagger.added = [] if predictions is not None else None
@@ -88,17 +91,20 @@ def evaluate(
     return result
 
 
-def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int = MAX_SENTENCE_CHARS) -> dict:
-    """Feed gold-tagged generations through segmenting, parsing and offset mapping.
+def oracle_check(
+    gold: Sequence[GoldDocument], types: Sequence[EntityType], max_sentence_chars: int = MAX_SENTENCE_CHARS,
+    fmt: str = DEFAULT_FORMAT,
+) -> dict:
+    """Feed gold answers in format ``fmt`` through segmenting, parsing and offset mapping.
 
     Returns counts: gold mentions, those recovered with exact offsets and type, those cut by a
     sentence boundary (no generation can recover them), other misses, spurious spans and rejects.
     """
-    result = evaluate(gold, types, max_sentence_chars=max_sentence_chars)
+    result = evaluate(gold, types, max_sentence_chars=max_sentence_chars, oracle_format=fmt)
     micro = result["strict"]["micro"]
     pipeline = result["pipeline"]
     expected, hits = micro["tp"] + micro["fn"], micro["tp"]
-    cut = pipeline["cut_by_sentence_boundaries"] + pipeline["crossing_same_type"]
+    cut = pipeline["cut_by_sentence_boundaries"] + pipeline["crossing"]
     return {
         "documents": result["documents"],
         "sentences": pipeline["sentences"],
@@ -106,7 +112,7 @@ def oracle_check(gold: Sequence[GoldDocument], types: Sequence[EntityType], max_
         "recovered": hits,
         "recall": hits / expected if expected else 1.0,
         "cut_by_sentence_boundaries": pipeline["cut_by_sentence_boundaries"],
-        "crossing_same_type": pipeline["crossing_same_type"],
+        "crossing": pipeline["crossing"],
         "missed_other": expected - hits - cut,
         "spurious": micro["fp"],
         "rejects": pipeline["rejects"],
@@ -127,6 +133,9 @@ class EvalConfig:
     """JSON object of user types ``{"Name": "definition"}``."""
     engine: EngineConfig | None = None
     """The generator; None answers with the gold-tagged sentences (the oracle: the pipeline's ceiling)."""
+    oracle_format: str = DEFAULT_FORMAT
+    """The answer format the oracle writes (``bulkner.tagging.FORMATS``; with an engine, the
+    format is the model's: ``EngineConfig.answer_format``)."""
     selector: str | None = None
     """Selector directory (``bulkner.selectors``); None keeps every parsed span."""
     selector_threshold: float | None = None
@@ -160,7 +169,8 @@ def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict
     if config.engine is not None:
         tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold)
     try:
-        result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions)
+        result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions,
+                          config.oracle_format)
     finally:
         if tagger is not None:
             tagger.close()

@@ -4,15 +4,16 @@ LLMNER (GLM-4 chat) gives a system message, an instruction, the sentence, then t
 one definition per type. We keep their wording but move the sentence to the end, so that every
 prompt of a run shares one token prefix (vLLM's prefix cache then skips recomputing it). The
 prefix is tokenized once; per sentence only the sentence and the template's closing tokens are.
+How to write the answer is the answer format's sentence (``bulkner.tagging.formats``).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Protocol, Sequence
 
 from bulkner.engines.base import Prompt
 from bulkner.schema import Sentence
+from bulkner.tagging import DEFAULT_FORMAT, AnswerFormat, answer_format
 from bulkner.types import EntityType
 
 PROMPT_VERSION = "llmner-1"
@@ -23,13 +24,10 @@ INSTRUCTION = (
     "Your task is to annotate named entities in the text and classify them according to the "
     "predefined categories.\nEntity types include: {names}\n"
     "The definitions of the entity types are as follows, {definitions}\n"
-    "For each entity type found, write the type, a colon and two spaces, then copy the whole text "
-    "with every entity of that type wrapped in [ ]. Write None if the text has no entity.\n"
+    "{how}"
     "Medical Named Entity Recognition Task: Please annotate the medical entities in the text below:\n"
 )
 _SLOT = "\u0000SENTENCE\u0000"
-_LABEL_TOKENS = 8
-"""Allowance per answer block for the label, colon, separator and a few brackets."""
 
 
 class Tokenizer(Protocol):
@@ -39,33 +37,32 @@ class Tokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
 
-def instruction(types: Sequence[EntityType]) -> str:
-    """The user message up to (not including) the sentence."""
+def instruction(types: Sequence[EntityType], fmt: str = DEFAULT_FORMAT) -> str:
+    """The user message up to (not including) the sentence, for answers in format ``fmt``."""
     names = ", ".join(t.name for t in types)
     definitions = " ".join(f"{t.name}: {t.definition.rstrip('.')}." for t in types)
-    return INSTRUCTION.format(names=names, definitions=definitions)
+    return INSTRUCTION.format(names=names, definitions=definitions, how=answer_format(fmt).how)
 
 
-def messages(types: Sequence[EntityType], sentence: str) -> list[dict[str, str]]:
+def messages(types: Sequence[EntityType], sentence: str, fmt: str = DEFAULT_FORMAT) -> list[dict[str, str]]:
     """Chat messages for one sentence (also used to build training examples)."""
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": instruction(types) + sentence},
+        {"role": "user", "content": instruction(types, fmt) + sentence},
     ]
 
 
 class PromptBuilder:
-    """Turns sentences into token-id prompts with a per-sentence ``max_tokens`` budget.
+    """Turns sentences into token-id prompts for answers in format ``fmt``, with a per-sentence
+    ``max_tokens`` budget (``AnswerFormat.max_tokens``: every copy of the sentence the format
+    makes, with its marks; a longer answer is a runaway)."""
 
-    ``max_tokens`` allows every type's block to copy the whole sentence with brackets: the
-    answer is at most ``len(types)`` copies of the sentence, so a longer answer is a runaway.
-    """
-
-    def __init__(self, types: Sequence[EntityType], tokenizer: Tokenizer, max_model_len: int) -> None:
+    def __init__(self, types: Sequence[EntityType], tokenizer: Tokenizer, max_model_len: int, fmt: str = DEFAULT_FORMAT) -> None:
         self.types = list(types)
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
-        text = tokenizer.apply_chat_template(messages(self.types, _SLOT), tokenize=False, add_generation_prompt=True)
+        self.answer: AnswerFormat = answer_format(fmt)
+        text = tokenizer.apply_chat_template(messages(self.types, _SLOT, fmt), tokenize=False, add_generation_prompt=True)
         head, slot, tail = text.partition(_SLOT)
         if not slot:
             raise ValueError("the model's chat template dropped the user message")
@@ -75,8 +72,7 @@ class PromptBuilder:
 
     def max_tokens(self, sentence_tokens: int) -> int:
         """Answer budget for a sentence of ``sentence_tokens`` tokens."""
-        per_block = math.ceil(sentence_tokens * 1.25) + _LABEL_TOKENS
-        return len(self.types) * per_block + 4
+        return self.answer.max_tokens(sentence_tokens, len(self.types))
 
     def build(self, sentence: Sentence) -> Prompt | None:
         """The prompt for ``sentence``, or None when prompt plus answer exceed ``max_model_len``."""

@@ -18,7 +18,6 @@ from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
 from bulkner.pipeline.prompt import PromptBuilder
 from bulkner.schema import Document, Entity, Reject, Sentence
 from bulkner.pipeline.sentences import split_sentences
-from bulkner.tagging import parse
 from bulkner.types import EntityType
 
 log = logging.getLogger(__name__)
@@ -174,7 +173,7 @@ class Tagger:
         stats.output_tokens += gen.output_tokens
         if not gen.finished:
             stats.unfinished += 1
-        result = parse(gen.text, sentence.text, self.type_names)
+        result = self.builder.answer.parse(gen.text, sentence.text, self.type_names)
         for reject in result.rejects:
             rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
         for span in result.spans:
@@ -220,11 +219,12 @@ def build_tagger(
     from transformers import AutoTokenizer
 
     from bulkner.engines import build_engine
-    from bulkner.checkpoints import resolve_model
+    from bulkner.checkpoints import resolve_model, trained_format
     from bulkner.pipeline.prompt import PromptBuilder
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
-    builder = PromptBuilder(types, tokenizer, config.max_model_len)
+    fmt = config.answer_format or trained_format(config.model, config.adapter)
+    builder = PromptBuilder(types, tokenizer, config.max_model_len, fmt)
     scorer = None
     if selector is not None:
         from bulkner.selectors import open_selector

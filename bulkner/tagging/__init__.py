@@ -5,9 +5,14 @@ VERSION = "1"
 
 from bulkner.tagging.format import NO_ENTITIES, escape, render, resolve_crossing, unescape
 from bulkner.tagging.parse import ParseResult, normalize_label, parse
+from bulkner.tagging.formats import DEFAULT_FORMAT, FORMATS, AnswerFormat, answer_format
 
 __all__ = [
     "VERSION",
+    "DEFAULT_FORMAT",
+    "FORMATS",
+    "AnswerFormat",
+    "answer_format",
     "NO_ENTITIES",
     "ParseResult",
     "escape",

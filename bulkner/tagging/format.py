@@ -86,14 +86,15 @@ def find_crossing(spans: Sequence[Span]) -> list[tuple[Span, Span]]:
     return pairs
 
 
-def resolve_crossing(spans: Iterable[Span]) -> list[Span]:
-    """Drop same-type spans that cross a longer one (policy ``keep_longer``; ties: earlier wins).
+def resolve_crossing(spans: Iterable[Span], across_types: bool = False) -> list[Span]:
+    """Drop spans that cross a longer one of the same type, or of any type with ``across_types``
+    (policy ``keep_longer``; ties: earlier wins).
 
     Returns the kept spans deduplicated in (start, -end, type) order.
     """
     kept: list[Span] = []
     for span in sorted(set(spans), key=lambda s: (s.start - s.end, s.start, s.type)):
-        if not any(_crosses(span, other) for other in kept if other.type == span.type):
+        if not any(_crosses(span, other) for other in kept if across_types or other.type == span.type):
             kept.append(span)
     return sorted(kept, key=lambda s: (s.start, -s.end, s.type))
 

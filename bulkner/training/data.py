@@ -27,7 +27,7 @@ from bulkner.checkpoints import end_token_ids
 from bulkner.config import MAX_SENTENCE_CHARS
 from bulkner.pipeline.tagger import segment
 from bulkner.pipeline.prompt import PromptBuilder, Tokenizer, messages
-from bulkner.tagging import render
+from bulkner.tagging import DEFAULT_FORMAT, answer_format
 from bulkner.types import resolve_types
 
 logger = logging.getLogger(__name__)
@@ -124,25 +124,27 @@ def answer_end_id(tokenizer) -> int:
 
 def source_examples(
     index: int, source: TrainSource, tokenizer: Tokenizer, max_length: int, end_id: int, types_file: str | None,
-    dense: tuple[dict[str, list[str]], int, int] | None = None,
+    dense: tuple[dict[str, list[str]], int, int] | None = None, fmt: str = DEFAULT_FORMAT,
 ) -> tuple[list[Example], dict]:
-    """Examples of one source and its report; ``dense`` (lexicon names by type, names per sample,
-    seed) adds one VANER sample per sentence example (``bulkner.training.lexicon.dense_samples``)."""
+    """Examples of one source with answers in format ``fmt``, and its report; ``dense`` (lexicon
+    names by type, names per sample, seed) adds one VANER sample per sentence example
+    (``bulkner.training.lexicon.dense_samples``)."""
+    answer = answer_format(fmt)
     corpus = read_corpus(source.fmt, source.path)
     gold = list(corpus.documents[: source.documents] if source.documents else corpus.documents)
     names = list(source.types) if source.types else sorted(corpus.type_counts())
     types = resolve_types(names, types_file)
     sentences, rejects = segment([g.document for g in gold], MAX_SENTENCE_CHARS)
-    placed = sentence_gold(sentences, gold, names)
-    targets = {s.key: render(s.text, placed.spans[s.key], names) for s in sentences}
-    builder = PromptBuilder(types, tokenizer, max_length)
+    placed = sentence_gold(sentences, gold, names, answer.crossing)
+    targets = {s.key: answer.render(s.text, placed.spans[s.key], names) for s in sentences}
+    builder = PromptBuilder(types, tokenizer, max_length, fmt)
     examples: list[Example] = []
     too_long = len(rejects)
     pairs = [(sentence, targets[sentence.key]) for sentence in sentences]
     if dense is not None:
         lexicon, per_sample, seed = dense
         samples = dense_samples(lexicon, names, len(sentences), per_sample, seed + index)
-        pairs += [(sentence, render(sentence.text, spans, names)) for sentence, spans in samples]
+        pairs += [(sentence, answer.render(sentence.text, spans, names)) for sentence, spans in samples]
     for sentence, target in pairs:
         prompt = builder.build(sentence)
         answer = tokenizer.encode(target, add_special_tokens=False) + [end_id]
@@ -171,7 +173,7 @@ def source_examples(
 
 def build_examples(
     sources: Sequence[TrainSource], tokenizer: Tokenizer, max_length: int, types_file: str | Path | None = None,
-    dense_lexicon: str | Path | None = None, dense_names: int = 6, seed: int = 0,
+    dense_lexicon: str | Path | None = None, dense_names: int = 6, seed: int = 0, fmt: str = DEFAULT_FORMAT,
 ) -> tuple[list[Example], dict]:
     """All sources' examples in source order, and ``{"sources": [report per source], totals}``;
     with ``dense_lexicon``, each source's VANER dense samples after its sentences.
@@ -189,11 +191,11 @@ def build_examples(
     reports = []
     for index, source in enumerate(sources):
         found, report = source_examples(index, source, tokenizer, max_length, end_id,
-                                        str(types_file) if types_file else None, dense)
+                                        str(types_file) if types_file else None, dense, fmt)
         examples.extend(found)
         reports.append(report)
     totals = {k: sum(r[k] for r in reports) for k in ("documents", "sentences", "examples", "skipped_too_long", "cut_mentions")}
-    return examples, {"sources": reports, "end_token_id": end_id, **totals}
+    return examples, {"sources": reports, "end_token_id": end_id, "answer_format": answer_format(fmt).id, **totals}
 
 
 def split_eval(examples: Sequence[Example], fraction: float | None, seed: int) -> tuple[list[Example], list[Example]]:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bulkner.checkpoints import resolve_model
 from bulkner.hardware import cpu_has_bf16, cpu_model
+from bulkner.tagging import DEFAULT_FORMAT, FORMATS
 from bulkner.training.data import Example, TrainSource, batch_plan, build_examples, split_eval
 from bulkner.training.step import plain_loss_sum, prefix_loss_sum
 
@@ -115,6 +116,9 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``."""
     limit: int | None = None
     """Use at most this many examples (smoke tests); None = all."""
+    answer_format: str = DEFAULT_FORMAT
+    """How the answers are written (``bulkner.tagging.FORMATS``); recorded in ``training.json``,
+    where ``bulkner run`` reads it."""
 
     def __post_init__(self) -> None:
         self.sources = tuple(TrainSource.parse(s) if isinstance(s, str) else s for s in self.sources)
@@ -139,6 +143,7 @@ class TrainConfig:
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
             (self.limit is None or self.limit >= 1, f"limit must be >= 1 or None, got {self.limit}"),
             (self.init_adapter is None or self.lora, "init_adapter continues a LoRA adapter: it cannot go with a full fine-tune"),
+            (self.answer_format in FORMATS, f"answer_format must be one of {', '.join(FORMATS)}, got {self.answer_format!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,7 +170,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> d
     model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples, report = build_examples(config.sources, tokenizer, config.max_length, config.types_file,
-                                      config.dense_lexicon, config.dense_names, config.seed)
+                                      config.dense_lexicon, config.dense_names, config.seed, config.answer_format)
     train_set, eval_set = split_eval(examples[: config.limit] if config.limit else examples, config.eval_fraction, config.seed)
     if not train_set:
         raise ValueError(f"no training example fits max_length={config.max_length}: {report}")

@@ -19,7 +19,7 @@ from bulkner.corpora.registry import FORMATS, read_corpus
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "corpora"
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ner"
-JNLPBA = ("Gene/Protein", "DNA", "RNA", "CellType", "CellLine")
+JNLPBA = ("Gene", "DNA", "RNA", "CellType", "CellLine")
 real = pytest.mark.skipif(not DATA.is_dir(), reason=f"real corpora not found at {DATA} (../shared/data/ner)")
 
 
@@ -73,7 +73,7 @@ def test_bc2gm_train_maps_non_space_offsets_and_reports_the_one_mismatch():
 def test_bc2gm_test_split():
     corpus = read_corpus("bc2gm", DATA / "bc2gm" / "original-data" / "test")
     assert len(corpus.documents) == 5000 and not corpus.problems
-    assert corpus.type_counts() == {"Gene/Protein": 6331}
+    assert corpus.type_counts() == {"Gene": 6331}
     assert sum(1 for g in corpus.documents if g.mentions) == 2547
 
 
@@ -173,7 +173,7 @@ def test_cmeee_dev():
         ("ncbi_disease/conll/train.tsv", 5432, 136086, {"Disease": 5145}),
         ("bc5cdr/conll/devel.tsv", 4581, 117453, {"Chemical": 5347, "Disease": 4246}),
         ("bc5cdr/conll/train.tsv", 4560, 118170, {"Chemical": 5203, "Disease": 4182}),
-        ("bc2gm/conll/devel.tsv", 2500, 71042, {"Gene/Protein": 3061}),
+        ("bc2gm/conll/devel.tsv", 2500, 71042, {"Gene": 3061}),
         ("jnlpba/conll/devel.tsv", 1739, 47461, dict(zip(JNLPBA, (2466, 1052, 107, 526, 400)))),
         ("jnlpba/original-data/test/Genia4EReval2.iob2", 3856, 101039, dict(zip(JNLPBA, (5067, 1056, 118, 1921, 500)))),
     ],
@@ -199,7 +199,7 @@ def test_pubtator_through_the_registry():
 
 
 def test_brat_fixture_reports_discontinuous_crossing_and_mismatched_spans():
-    corpus = read_brat(FIXTURES / "brat", type_map={"protein": "Gene/Protein"})
+    corpus = read_brat(FIXTURES / "brat", type_map={"protein": "Gene"})
     (gold,) = corpus.documents
     passages = gold.document.passages
     assert [(p.kind, p.label) for p in passages] == [
@@ -224,11 +224,11 @@ def test_brat_fixture_reports_discontinuous_crossing_and_mismatched_spans():
 
 
 def test_bc2gm_fixture_counts_non_space_characters_with_inclusive_end():
-    corpus = read_bc2gm(FIXTURES / "bc2gm", type_map={"GENE": "Gene/Protein"})
+    corpus = read_bc2gm(FIXTURES / "bc2gm", type_map={"GENE": "Gene"})
     assert [g.document.passages[0].kind for g in corpus.documents] == ["title", "abstract", "text"]
     assert [(d, t, x) for d, _, _, _, t, x in mention_texts(corpus)] == [
-        ("bc2gm:P00000001T0000", "Gene/Protein", "IL-2  receptor alpha"),
-        ("bc2gm:P00000002A0001", "Gene/Protein", "CD28"),
+        ("bc2gm:P00000001T0000", "Gene", "IL-2  receptor alpha"),
+        ("bc2gm:P00000002A0001", "Gene", "CD28"),
     ]
     assert [p.reason for p in corpus.problems] == ["text_mismatch", "out_of_range", "unknown_sentence"]
 
@@ -277,7 +277,7 @@ def test_cmeee_fixture_inclusive_end_and_nesting():
 
 
 def test_genia_xml_fixture_keeps_nesting_and_counts_skips():
-    corpus = read_genia_xml(FIXTURES / "genia.xml", type_map={"protein": "Gene/Protein"})
+    corpus = read_genia_xml(FIXTURES / "genia.xml", type_map={"protein": "Gene"})
     (gold,) = corpus.documents
     assert gold.document.doc_id == "medline:123"
     assert [p.text for p in gold.document.passages] == [
@@ -287,8 +287,8 @@ def test_genia_xml_fixture_keeps_nesting_and_counts_skips():
     assert [(i, t, x) for _, i, _, _, t, x in mention_texts(corpus)] == [
         (0, "DNA", "IL-2 gene"),
         (0, "cell_type", "T cells"),
-        (1, "Gene/Protein", "c-Rel"),
-        (1, "Gene/Protein", "p50"),
+        (1, "Gene", "c-Rel"),
+        (1, "Gene", "p50"),
         (1, "cell_line", "Jurkat cells"),
         (1, "RNA", "mRNA"),
     ]

@@ -36,7 +36,7 @@ def hostile() -> GoldDocument:
     """A document whose text and user type are HTML: nested "IL-2 receptor" ⊃ "IL-2"."""
     outer = HOSTILE_TEXT.index("IL-2 receptor")
     script = HOSTILE_TEXT.index("<script>")
-    mentions = [Span(outer, outer + 13, "Gene/Protein"), Span(outer, outer + 4, "Gene/Protein"),
+    mentions = [Span(outer, outer + 13, "Gene"), Span(outer, outer + 4, "Gene"),
                 Span(script, script + len("<script>alert(1)</script>"), HOSTILE_TYPE)]
     return GoldDocument(Document("text:<script>x</script>", 1, (Passage("text", HOSTILE_TEXT),)), tuple((0, m) for m in mentions))
 
@@ -173,7 +173,7 @@ def test_page_escapes_corpus_text(run):
     assert "".join(sentence.xpath('.//span[@class="seg"]/text()')) == HOSTILE_TEXT  # the text survives escaping unchanged
     assert HOSTILE_SHARD in sentence.xpath('.//span[@class="shard"]/text()')
     labels = sentence.xpath('.//span[@class="lab"]/text()')
-    assert sorted(labels) == sorted(["Gene/Protein", "Gene/Protein", HOSTILE_TYPE])
+    assert sorted(labels) == sorted(["Gene", "Gene", HOSTILE_TYPE])
     assert tree.xpath('//section[@id="types"]//svg//rect[@class="bar"]')
     assert '"hash"' in tree.xpath('//section[@id="fingerprint"]/pre')[0].text_content()
 

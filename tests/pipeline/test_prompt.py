@@ -41,3 +41,15 @@ def test_overlong_prompt_is_refused(tiny_model_dir):
     builder = PromptBuilder(TYPES, tokenizer, max_model_len=len(PromptBuilder(TYPES, tokenizer, 4096).prefix_ids) + 40)
     assert builder.build(sentence("Short.")) is not None
     assert builder.build(sentence("A much longer sentence about aspirin and fever " * 3)) is None
+
+
+def test_the_answer_format_says_how_to_answer_and_sets_the_budget(tiny_model_dir):
+    blocks = instruction(TYPES)
+    assert ("For each entity type found, write the type, a colon and two spaces, then copy the whole text with every "
+            "entity of that type wrapped in [ ]. Write None if the text has no entity.\n") in blocks  # the shipped adapter's words
+    assert "[Type entity]" in instruction(TYPES, "brackets") and "one per line" in instruction(TYPES, "spans")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    six = resolve_types(["Gene", "Chemical", "Disease", "Species", "Variant", "CellLine"])
+    text = sentence("Aspirin reduced fever in 12 patients.")
+    by_format = {f: PromptBuilder(six, tokenizer, 2048, f).build(text).max_tokens for f in ("blocks", "brackets", "spans")}
+    assert by_format["brackets"] == by_format["spans"] < by_format["blocks"] / 3  # one copy, not one per type

@@ -66,4 +66,4 @@ def test_dense_samples_tag_the_names_of_the_sources_types_only():
         assert sorted((s.start, s.end) for s in parse(target, sentence.text, ["Disease"]).spans) == sorted((s.start, s.end) for s in spans)
     listed = {n for sentence, _ in samples for n in names["Chemical"] if f", {n}," in f", {sentence.text},"}
     assert listed and listed <= chemicals  # other types' names are listed, untagged
-    assert dense_samples(names, ["Gene/Protein"], 5, 6, seed=0) == []  # no name of the type: nothing to add
+    assert dense_samples(names, ["Gene"], 5, 6, seed=0) == []  # no name of the type: nothing to add

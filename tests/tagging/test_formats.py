@@ -1,0 +1,163 @@
+"""Tests for the answer formats (bulkner.tagging.formats): every format renders gold spans that its
+parser maps back exactly, on generated cases and on every shared corpus, and a model's bad answers
+are rejected, never misplaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from bulkner.corpora.registry import read_corpus
+from bulkner.evaluation.evaluate import oracle_check
+from bulkner.schema import Span
+from bulkner.tagging import FORMATS, answer_format
+from bulkner.tagging.format import resolve_crossing
+from bulkner.types import EntityType
+from tests.tagging.test_parse import ORDER, sentence_and_spans
+
+NER = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ner"
+TYPES = ["Chemical", "Gene/Protein", "cell_type"]
+SENTENCE = "Activation of the CD28 surface receptor in human T cells by IL-2 and [3H]thymidine; IL-2 again."
+SIX = ["Gene", "Chemical", "Disease", "Species", "Variant", "CellLine"]
+
+
+def at(text: str, type_: str, nth: int = 0, sentence: str = SENTENCE) -> Span:
+    """The span of the ``nth`` occurrence of ``text``."""
+    start = -1
+    for _ in range(nth + 1):
+        start = sentence.index(text, start + 1)
+    return Span(start, start + len(text), type_)
+
+
+NESTED = [at("CD28 surface receptor", "Gene"), at("CD28", "Gene"), at("human", "Species"), at("human T cells", "Gene"),
+          at("IL-2", "Gene", 1), at("[3H]thymidine", "Chemical")]
+
+
+def gold_for(fmt: str, spans: list[Span]) -> list[Span]:
+    """The spans a format can write: crossing ones resolved as the gold side does."""
+    scope = answer_format(fmt).crossing
+    return sorted(set(spans), key=ORDER) if scope == "none" else resolve_crossing(spans, scope == "all")
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@settings(max_examples=300, deadline=None)
+@given(case=sentence_and_spans())
+@example(case=("IL-2 and IL-2", [Span(9, 13, "Chemical")]))
+@example(case=("a a a", [Span(2, 3, "Chemical"), Span(4, 5, "Chemical"), Span(2, 3, "cell_type")]))
+@example(case=("[Ca2+]i", [Span(0, 7, "Chemical"), Span(1, 5, "Chemical"), Span(1, 5, "cell_type")]))
+def test_round_trip(fmt: str, case: tuple[str, list[Span]]) -> None:
+    sentence, spans = case
+    answer = answer_format(fmt)
+    spans = gold_for(fmt, spans)
+    result = answer.parse(answer.render(sentence, spans, TYPES), sentence, TYPES)
+    assert result.spans == spans
+    assert result.rejects == []
+
+
+def test_brackets_write_one_copy_with_typed_nested_spans() -> None:
+    answer = answer_format("brackets").render(SENTENCE, NESTED, SIX)
+    assert answer == ("Activation of the [Gene [Gene CD28] surface receptor] in [Gene [Species human] T cells] by IL-2 "
+                      "and [Chemical \\[3H\\]thymidine]; [Gene IL-2] again.")
+
+
+def test_brackets_refuse_crossing_spans_of_different_types() -> None:
+    with pytest.raises(ValueError, match="cross"):
+        answer_format("brackets").render("human T cells", [Span(0, 7, "Species"), Span(6, 13, "Gene")], SIX)
+
+
+def test_brackets_label_spaces_are_underscores() -> None:
+    answer = answer_format("brackets")
+    text = answer.render("many T cells here", [Span(5, 12, "cell type")], ["cell type"])
+    assert text == "many [cell_type T cells] here"
+    assert answer.parse(text, "many T cells here", ["cell type"]).spans == [Span(5, 12, "cell type")]
+
+
+def test_span_list_writes_context_only_where_the_first_occurrence_is_not_the_entity() -> None:
+    answer = answer_format("spans")
+    assert answer.render(SENTENCE, NESTED, SIX).split("\n") == [
+        "Gene: CD28 surface receptor", "Gene: CD28", "Gene: human T cells", "Species: human",
+        "Chemical: \\[3H\\]thymidine", "Gene: IL-2"]  # IL-2 follows [3H]thymidine: no context needed
+    assert answer.render("IL-2 and IL-2", [Span(9, 13, "Gene")], SIX) == "Gene: and [IL-2]"
+
+
+@pytest.mark.parametrize(("fmt", "output", "reason"), [
+    ("brackets", "Activation of the [Enzyme CD28] surface receptor", "unknown_type"),
+    ("brackets", "Activation of the [CD28] surface receptor", "unknown_type"),
+    ("brackets", "Activation of the [Gene CD28 surface receptor", "unbalanced_brackets"),
+    ("brackets", "Activation of the [Gene CD29] surface receptor", "unaligned_span"),
+    ("spans", "Gene: CD29", "unaligned_span"),
+    ("spans", "Enzyme: CD28", "unknown_type"),
+    ("spans", "Gene: the [CD28", "unbalanced_brackets"),
+    ("spans", "I found CD28", "stray_text"),
+])
+def test_bad_answers_are_rejected_not_misplaced(fmt: str, output: str, reason: str) -> None:
+    result = answer_format(fmt).parse(output, SENTENCE, SIX)
+    assert result.spans == []
+    assert [r.reason for r in result.rejects] == [reason]
+
+
+def test_answers_keep_the_good_part_of_a_partly_bad_answer() -> None:
+    brackets = answer_format("brackets").parse("[Gene CD28] x [Enzyme surface] receptor in [Species human] T", SENTENCE, SIX)
+    assert brackets.spans == [at("CD28", "Gene"), at("human", "Species")]
+    assert [r.reason for r in brackets.rejects] == ["unknown_type"]
+    spans = answer_format("spans").parse("Gene: CD28\nGene: CD29\nSpecies: human", SENTENCE, SIX)
+    assert spans.spans == [at("CD28", "Gene"), at("human", "Species")]
+    assert [r.reason for r in spans.rejects] == ["unaligned_span"]
+
+
+def test_a_span_listed_out_of_order_is_still_placed() -> None:
+    result = answer_format("spans").parse("Species: human\nGene: CD28", SENTENCE, SIX)
+    assert result.spans == [at("CD28", "Gene"), at("human", "Species")]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_no_entities(fmt: str) -> None:
+    answer = answer_format(fmt)
+    assert answer.render(SENTENCE, [], SIX) == "None"
+    assert answer.parse("None", SENTENCE, SIX).spans == []
+    assert answer.parse("", SENTENCE, SIX).rejects == []
+
+
+def test_budget_scales_with_types_only_for_blocks() -> None:
+    assert answer_format("blocks").max_tokens(40, 6) == 6 * answer_format("blocks").max_tokens(40, 1) - 20
+    assert answer_format("brackets").max_tokens(40, 6) == answer_format("brackets").max_tokens(40, 1) == 96
+
+
+def test_unknown_format_names_the_formats() -> None:
+    with pytest.raises(ValueError, match="blocks, brackets, spans"):
+        answer_format("json")
+
+
+# --- oracle: every format carries every gold mention of every shared corpus ----------------
+
+CORPORA = [
+    ("pubtator", "biored/Train.filtered.PubTator", 11413),
+    ("pubtator", "biored/Dev.filtered.PubTator", 2907),
+    ("pubtator", "bc5cdr/CDR_DevelopmentSet.PubTator.txt", 9591),
+    ("pubtator", "ncbi_disease/NCBIdevelopset_corpus.txt", 787),
+    ("pubtator", "tmvar3/tmvar_v3.filtered.txt", None),
+    ("brat", "s800/devel", None),
+    ("genia-json", "genia/genia_test.json", None),
+    ("conll", "jnlpba/conll/devel.tsv", None),
+]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize(("reader", "path", "mentions"), CORPORA)
+def test_oracle_recovers_every_mention_a_sentence_holds(fmt: str, reader: str, path: str, mentions: int | None) -> None:
+    if not (NER / path).exists():
+        pytest.skip(f"shared data not found at {NER}")
+    corpus = read_corpus(reader, NER / path)
+    types = sorted(corpus.type_counts())
+    report = oracle_check(corpus.documents, [EntityType(t, f"{t} mentions") for t in types], fmt=fmt)
+    if mentions is not None:
+        assert report["gold_mentions"] == mentions
+    assert report["missed_other"] == 0, report
+    assert report["spurious"] == 0, report
+    assert not report["rejects"], report
+    if answer_format(fmt).crossing == "none":
+        assert report["crossing"] == 0, report
+
