@@ -328,7 +328,7 @@ def eval_(
 
 @app.command("train")
 def train_cmd(
-    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2] of a training corpus; repeat to mix corpora."),
+    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2[:N]] of a training corpus (N: its first N documents only); repeat to mix corpora."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: checkpoints, train_log.jsonl, final/."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model alias, local checkpoint directory or hub id."),
     types_file: Optional[Path] = typer.Option(None, help='JSON object of user types: {"Name": "definition"}.'),
@@ -377,7 +377,7 @@ def train_cmd(
 
 @app.command("train-selector")
 def train_selector_cmd(
-    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2] of a training corpus; repeatable."),
+    source: List[str] = typer.Option(..., "--source", help="FORMAT:PATH[:Type1,Type2[:N]] of a training corpus (N: its first N documents only); repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Selector directory to write."),
     dev_source: List[str] = typer.Option([], "--dev-source", help="FORMAT:PATH[:Types] to calibrate the thresholds on (default: a held-out share of the --source sentences)."),
     encoder: Optional[str] = typer.Option(None, help="Local HF encoder directory (default: all-MiniLM-L6-v2)."),

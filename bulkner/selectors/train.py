@@ -44,7 +44,7 @@ class SelectorTrainConfig:
     """How to train a span selector (``bulkner train-selector``); the defaults are the shipped one's recipe."""
 
     sources: tuple[Any, ...]
-    """Gold corpora (:class:`bulkner.training.data.TrainSource`, ``TrainSource.parse("FORMAT:PATH[:Types]")``)."""
+    """Gold corpora (:class:`bulkner.training.data.TrainSource`, ``TrainSource.parse("FORMAT:PATH[:Types[:N]]")``)."""
     out: str
     """Output selector directory."""
     encoder: str | None = None

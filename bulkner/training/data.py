@@ -60,15 +60,19 @@ class TrainSource:
 
     @classmethod
     def parse(cls, spec: str) -> "TrainSource":
-        """``FORMAT:PATH`` or ``FORMAT:PATH:Type1,Type2`` (the CLI form)."""
+        """``FORMAT:PATH``, ``FORMAT:PATH:Type1,Type2`` or ``FORMAT:PATH:Type1,Type2:N`` (the first N
+        documents only; the CLI form)."""
         fmt, sep, path = spec.partition(":")
-        types = ""
+        types, documents = "", None
         if ":" in path and not Path(path).exists():
             path, _, types = path.rpartition(":")
+            if types.isdigit() and ":" in path and not Path(path).exists():
+                documents = int(types)
+                path, _, types = path.rpartition(":")
         if not sep or not path:
-            raise ValueError(f"training source {spec!r} must be FORMAT:PATH or FORMAT:PATH:Type1,Type2")
+            raise ValueError(f"training source {spec!r} must be FORMAT:PATH, FORMAT:PATH:Type1,Type2 or FORMAT:PATH:Type1,Type2:N")
         names = tuple(t.strip() for t in types.split(",") if t.strip())
-        return cls(fmt, path, names or None)
+        return cls(fmt, path, names or None, documents)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ def test_brackets_write_one_copy_with_typed_nested_spans() -> None:
     answer = answer_format("brackets").render(SENTENCE, NESTED, SIX)
     assert answer == ("Activation of the [Gene [Gene CD28] surface receptor] in [Gene [Species human] T cells] by IL-2 "
                       "and [Chemical \\[3H\\]thymidine]; [Gene IL-2] again.")
+    cut = answer.removesuffix(" again.")  # a copy that stops early still places every mention
+    assert answer_format("brackets").parse(cut, SENTENCE, SIX).spans == sorted(NESTED, key=ORDER)
 
 
 def test_brackets_refuse_crossing_spans_of_different_types() -> None:

@@ -126,11 +126,13 @@ def test_source_spec_and_config_validation():
 
     assert TrainSource.parse("pubtator:data/x.txt:Chemical,Disease") == TrainSource("pubtator", "data/x.txt", ("Chemical", "Disease"))
     assert TrainSource.parse("cmeee:data/dev.json").types is None
+    assert TrainSource.parse("brat:data/jnlpba.tar.gz:CellLine:300") == TrainSource("brat", "data/jnlpba.tar.gz", ("CellLine",), 300)
     with pytest.raises(ValueError, match="unknown corpus format"):
         TrainSource("xml", "x")
     good = dict(model="m", out="o", sources=("pubtator:x.txt",))
     assert TrainConfig(**good).sources == (TrainSource("pubtator", "x.txt"),)
-    for bad in ({"lr": 0}, {"epochs": 0}, {"eval_fraction": 1.0}, {"lora_dropout": 1.0}, {"device": "tpu"}, {"sources": ()}):
+    for bad in ({"lr": 0}, {"epochs": 0}, {"eval_fraction": 1.0}, {"lora_dropout": 1.0}, {"device": "tpu"}, {"sources": ()},
+                {"answer_format": "json"}):
         with pytest.raises(ValueError):
             TrainConfig(**(good | bad))
 
