@@ -25,7 +25,7 @@ from bulkner.schema import Document, Reject, Tombstone
 
 Record = Document | Tombstone | Reject
 
-READER_VERSION = 1
+READER_VERSION = 2
 """Version of what the readers make of an input (all connectors and ``collect``); part of the run
 fingerprint. Bump it when a connector or ``collect`` changes the records an input gives."""
 

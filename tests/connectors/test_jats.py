@@ -99,7 +99,10 @@ def _own_text(p: etree._Element) -> str:
                  and not any(a.tag in targets for a in el.iterancestors() if a is not p and p in a.iterancestors())]
     for el in outermost:
         _replace(el, FORMULA if el.tag in MATH else GRAPHIC if el.tag == "inline-graphic" else " ")
-    return _norm("".join(p.itertext()))
+    cited = p.xpath(".//sup[.//xref[@ref-type='bibr']] | .//xref[@ref-type='bibr'][not(ancestor::sup[.//xref[@ref-type='bibr']])]")
+    for el in cited:  # a citation's edges: a space where it would glue two words together
+        el.text, el.tail = "\ue000" + (el.text or ""), "\ue000" + (el.tail or "")
+    return _norm(re.sub(r"(?<=\w)\ue000+(?=\w)", " ", "".join(p.itertext())).replace("\ue000", ""))
 
 
 def _independent(root: etree._Element) -> dict[str, list[str]]:
@@ -238,6 +241,11 @@ CASES = [
     # (body, expected passages after the title)
     ("<p>a <italic>b</italic><sup>2+</sup> <xref ref-type=\"bibr\" rid=\"r1\">[1]</xref>.</p>",
      [Passage("paragraph", "a b2+ [1].")]),
+    # a citation glued to a word is set apart (issue 26, case 11); one beside punctuation stays as written
+    ("<p>ibrutinib<sup><xref ref-type=\"bibr\" rid=\"B30\">30</xref></sup> and KI<sup><xref ref-type=\"bibr\" "
+     "rid=\"B1\">1</xref>,<xref ref-type=\"bibr\" rid=\"B2\">2</xref></sup>16 [<xref ref-type=\"bibr\" rid=\"B4\">4</xref>]. "
+     "Met<xref ref-type=\"bibr\" rid=\"B5\"><sup>5</sup></xref> as CO<sub>2</sub> and Ca<sup>2+</sup></p>",
+     [Passage("paragraph", "ibrutinib 30 and KI 1,2 16 [4]. Met 5 as CO2 and Ca2+")]),
     (("<p>E = <inline-formula><mml:math><mml:mi>m</mml:mi></mml:math></inline-formula> and "
      "<inline-graphic xlink:href=\"x.gif\"/> end</p>"),
      [Passage("paragraph", f"E = {FORMULA} and {GRAPHIC} end")]),
