@@ -20,6 +20,8 @@ from bulkner.connectors.fs import open_input, open_random_access
 from bulkner.schema import Document, Passage, Reject, read_reject
 
 _NAMESPACED = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*:\S")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Control characters: no id may hold one (XML exports and file names cannot carry them)."""
 PARQUET_BATCH_ROWS = 4096
 
 
@@ -32,19 +34,37 @@ def _document(raw_id, text, where: str, id_field: str, text_field: str) -> Docum
     """One document from an id and a text value, or the reject that says which one is unusable."""
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip():
         return read_reject("missing_id", where, f"field {id_field!r} is missing, empty or not a string/integer: {raw_id!r:.80}")
-    ident = doc_id(str(raw_id).strip())
+    raw = str(raw_id).strip()
+    if not _encodable(raw):
+        return read_reject("invalid_unicode", where, f"field {id_field!r} holds a lone surrogate: {ascii(raw):.80}")
+    if _CONTROL.search(raw):
+        return read_reject("bad_id", where, f"field {id_field!r} holds a control character: {ascii(raw):.80}")
+    ident = doc_id(raw)
     if not isinstance(text, str):
         return read_reject("missing_text", ident, f"{where}: field {text_field!r} is missing or not a string")
     if not text.strip():
         return read_reject("no_text", ident, f"{where}: field {text_field!r} is empty")
+    if not _encodable(text):
+        return read_reject("invalid_unicode", ident, f"{where}: field {text_field!r} holds a lone surrogate (no UTF-8 form)")
     return Document(doc_id=ident, version=1, passages=(Passage("text", text),))
+
+
+def _encodable(text: str) -> bool:
+    """True unless ``text`` holds a lone surrogate (valid JSON ``"\\ud800"``, no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_jsonl(url: str, id_field: str = "id", text_field: str = "text") -> Iterator[Document | Reject]:
     """Documents of a JSON Lines file (``.gz`` or not), one JSON object per line.
 
     A line that is not valid UTF-8, not JSON, not an object, or lacks a usable id or text is a
-    reject naming its line number; blank lines are skipped.
+    reject naming its line number (an id with a control character is ``bad_id``, a lone surrogate
+    escape in the id or text ``invalid_unicode``); blank lines are skipped, a UTF-8 byte order mark
+    before the first line is dropped.
     """
     with open_input(url) as stream:
         for number, line in enumerate(stream, 1):
@@ -52,7 +72,7 @@ def read_jsonl(url: str, id_field: str = "id", text_field: str = "text") -> Iter
             if not line.strip():
                 continue
             try:
-                record = json.loads(line.decode("utf-8"))
+                record = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
             except UnicodeDecodeError as err:
                 yield read_reject("invalid_utf8", where, f"line {number} is not UTF-8: {err}")
                 continue

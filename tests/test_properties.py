@@ -56,7 +56,7 @@ BC5CDR_TRAIN = SHARED / "ner" / "bc5cdr" / "CDR_TrainingSet.PubTator.txt"
 
 PARSE_REASONS = {"no_blocks", "stray_text", "unknown_type", "unbalanced_brackets", "empty_mention", "unaligned_span"}
 READ_REASONS = {"malformed_xml", "bad_encoding", "missing_pmid", "bad_pmid", "bad_version", "no_text", "missing_id",
-                "missing_text", "invalid_utf8", "bad_json"}
+                "missing_text", "invalid_utf8", "bad_json", "invalid_unicode", "bad_id"}
 SAFE = etree.XMLParser(load_dtd=False, no_network=True, resolve_entities=False, huge_tree=True)
 
 

@@ -105,6 +105,26 @@ def test_jsonl_documents_and_a_reject_for_each_bad_line(tmp_path):
     ]
 
 
+def test_surrogates_control_characters_and_a_byte_order_mark_cost_one_line_at_most(tmp_path):
+    """Issue 26, cases 5 and 6: valid JSON that no Parquet or XML file can hold is one reject, the
+    shard goes on; a BOM before the first line is not a bad line."""
+    (pmid1, text1), (pmid2, text2) = ncbi_abstracts(2)
+    lines = [json.dumps({"id": f"pmid:{pmid1}", "text": text1}), '{"id": "x1", "text": "a \\ud800 b"}',
+             '{"id": "x\\ud800", "text": "fine"}', json.dumps({"id": "x\u0007y", "text": "fine"}),
+             json.dumps({"id": f"pmid:{pmid2}", "text": text2})]
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes("\ufeff".encode() + "\n".join(lines).encode() + b"\n")
+    got = records(path)
+    assert [d.doc_id for d in got if isinstance(d, Document)] == [f"pmid:{pmid1}", f"pmid:{pmid2}"]
+    assert [(r.reason, r.record) for r in got if isinstance(r, Reject)] == [
+        ("invalid_unicode", "text:x1"), ("invalid_unicode", f"{path}:3"), ("bad_id", f"{path}:4")]
+    result = runner.invoke(app, ["split", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 3, result.output  # rejected records, the shard written
+    assert pq.read_table(tmp_path / "o" / "documents" / "docs.parquet").num_rows == 2
+    assert pq.read_table(tmp_path / "o" / "rejects" / "docs.parquet").column("reason").to_pylist() == [
+        "invalid_unicode", "invalid_unicode", "bad_id"]
+
+
 def test_parquet_columns_by_name_and_clear_errors(tmp_path):
     docs = ncbi_abstracts(3)
     table = pa.table({"doc": [d[0] for d in docs] + ["empty"], "body": [d[1] for d in docs] + [None], "year": [2001, 2002, 2003, 2004]})
