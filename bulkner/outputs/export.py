@@ -229,13 +229,14 @@ def _bioc():
 
 def bioc_document(doc: ExportDocument, xml: bool = False):
     """A ``bioc.BioCDocument``: document-level offsets; ``xml`` replaces characters XML cannot hold
-    by spaces (same length)."""
+    by spaces (same length), in ids and types too (tables written before readers refused ids with
+    control characters may hold some)."""
     bioc = _bioc()
     clean = (lambda s: NOT_XML.sub(" ", s)) if xml else (lambda s: s)
     document = bioc.BioCDocument()
-    document.id = bare_id(doc.doc_id)
+    document.id = clean(bare_id(doc.doc_id))
     extra = {"pmid": doc.pmid, "doi": doc.doi, "license": doc.license}
-    document.infons = {"doc_id": doc.doc_id, "doc_version": str(doc.version)} | {k: clean(v) for k, v in extra.items() if v}
+    document.infons = {"doc_id": clean(doc.doc_id), "doc_version": str(doc.version)} | {k: clean(v) for k, v in extra.items() if v}
     number = 0
     for p in doc.passages:
         passage = bioc.BioCPassage()
@@ -245,7 +246,7 @@ def bioc_document(doc: ExportDocument, xml: bool = False):
         for m in p.mentions:
             annotation = bioc.BioCAnnotation()
             annotation.id, annotation.text = str(number), clean(m.text)
-            annotation.infons = {"type": m.type, "score": f"{m.score:.6g}"}
+            annotation.infons = {"type": clean(m.type), "score": f"{m.score:.6g}"}
             annotation.add_location(bioc.BioCLocation(p.offset + m.start, m.end - m.start))
             passage.add_annotation(annotation)
             number += 1

@@ -286,3 +286,17 @@ def test_export_command_line(tmp_path):
     assert bad.exit_code == 2 and "unknown --format 'csv'" in bad.output
     empty = runner.invoke(app, ["export", str(tmp_path / "nothing"), "--format", "jsonl", "--output", str(tmp_path / "y.jsonl")])
     assert empty.exit_code == 2 and "Traceback" not in empty.output
+
+
+def test_bioc_xml_export_goes_on_past_an_id_with_a_control_character(tmp_path):
+    """Issue 26, case 6: an id XML cannot hold (tables written before readers refused such ids)
+    is written with the character as a space; the other documents are exported too."""
+    from bioc import biocxml
+
+    out = OutputDir(str(tmp_path / "out"))
+    docs = [plain("text:bad\x07id", "Aspirin helps.", [(0, 7, "Chemical")]), plain("text:good", "Lithium hurts.", [(0, 7, "Chemical")])]
+    write(out, "s1", docs, [])
+    stats = export(str(tmp_path / "out"), "bioc-xml", tmp_path / "x.xml")
+    with open(tmp_path / "x.xml", "rb") as f:
+        collection = biocxml.load(f)
+    assert [d.id for d in collection.documents] == ["bad id", "good"] and stats["skipped"] == {}
