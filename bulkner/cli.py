@@ -64,9 +64,18 @@ def output_file(path: Optional[Path], option: str) -> Optional[Path]:
 
 
 def output_dir(out: str) -> str:
-    """Check ``--out`` before any work: a local path must be a directory or not exist yet."""
-    if "://" not in out and Path(out).exists() and not Path(out).is_dir():
+    """Check ``--out`` before any work: a local path must be a directory we can write in, or one
+    we can create."""
+    if "://" in out:
+        return out
+    path = Path(out).absolute()
+    if path.exists() and not path.is_dir():
         fail(f"--out {out} is a file; give a directory (it is created when missing)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        fail(f"--out {out} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"--out {out} cannot be written: {existing} is read-only or not writable by this user")
     return out
 
 

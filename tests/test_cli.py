@@ -59,6 +59,7 @@ def test_bad_output_paths_are_one_clear_line_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
     for args, message in [
         (["--out", tmp_path / "file"], "is a file; give a directory"),
+        (["--out", tmp_path / "file" / "o"], "cannot be created"),  # issue 26, case 7: was a traceback
         (["--out", tmp_path / "o", "--summary-json", tmp_path], "is a directory; give a file name"),
         (["--out", tmp_path / "o", "--summary-json", tmp_path / "file" / "s.json"], "cannot create its folder"),
     ]:
@@ -69,6 +70,15 @@ def test_bad_output_paths_are_one_clear_line_before_any_work(tmp_path):
     deep = tmp_path / "new" / "folder" / "s.json"
     assert invoke("split", sample_input(), "--out", tmp_path / "o", "--summary-json", deep).exit_code == 0
     assert json.loads(deep.read_text())["documents"] == 4
+
+
+def test_damaged_metadata_is_one_line_naming_the_file(tmp_path):
+    assert invoke("split", sample_input(), "--out", tmp_path / "o").exit_code == 0
+    fingerprint = tmp_path / "o" / "_fingerprint.json"
+    fingerprint.write_text(fingerprint.read_text()[:20])
+    result = invoke("split", sample_input(), "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "_fingerprint.json is damaged" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_truncated_shard_keeps_records_and_exits_3(tmp_path):

@@ -94,11 +94,7 @@ def _rows(directory: OutputDir, out: str, table: str) -> int:
 
 
 def _fingerprint(directory: OutputDir) -> dict | None:
-    path = directory.path(FINGERPRINT)
-    if not directory.fs.get_file_info(path).is_file:
-        return None
-    with directory.fs.open_input_stream(path) as f:
-        return json.loads(f.read())
+    return directory.read_json(directory.path(FINGERPRINT))
 
 
 def _mentions(directory: OutputDir, out: str, top: int) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:

@@ -87,11 +87,17 @@ class OutputDir:
                 self.fs.delete_file(tmp)
             raise
 
-    def _read_json(self, path: str) -> dict | None:
+    def read_json(self, path: str) -> dict | None:
+        """A JSON metadata file (fingerprint, marker) of this directory, None when there is none;
+        a damaged one is a ``ValueError`` naming it."""
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+            data = f.read()
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is damaged (not JSON: {err}); remove it to redo what it records") from err
 
     def claim(self, fingerprint: dict) -> None:
         """Record ``fingerprint`` for this directory, or refuse if it holds another one.
@@ -105,7 +111,7 @@ class OutputDir:
         proceed. Start concurrent runs into one new object-store directory one after the other.
         """
         self.fs.create_dir(self.root, recursive=True)
-        existing = self._read_json(self.path(FINGERPRINT))
+        existing = self.read_json(self.path(FINGERPRINT))
         if existing is None:
             existing = self._create(self.path(FINGERPRINT), json.dumps(fingerprint, indent=2, sort_keys=True).encode())
         if existing.get("hash") != fingerprint["hash"]:
@@ -120,7 +126,7 @@ class OutputDir:
         if self.fs.type_name != "local":
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
-            return self._read_json(path)
+            return self.read_json(path)
         tmp = self._temp(path)
         with open(tmp, "xb") as f:
             f.write(data)
@@ -131,11 +137,11 @@ class OutputDir:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
-        return self._read_json(path)
+        return self.read_json(path)
 
     def done(self, shard: str) -> dict | None:
         """The completion marker of ``shard`` if it finished, else None."""
-        return self._read_json(self.path(DONE, f"{shard}.json"))
+        return self.read_json(self.path(DONE, f"{shard}.json"))
 
     def undo(self, shard: str) -> None:
         """Remove the completion marker of ``shard`` (before redoing it: readers then skip it)."""
