@@ -40,6 +40,8 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 PACKAGES = (".tar.gz", ".tgz", ".tar")
 
 
+EMPTY = "empty"
+"""What ``detect_format`` says of an ``.xml`` input with no content."""
 ROOT_PROBE_BYTES = 512
 """Bytes fed to the parser at a time while looking for the root element."""
 
@@ -60,15 +62,27 @@ def root_element(url: str) -> str | None:
     return None
 
 
+def is_empty(url: str) -> bool:
+    """True when ``url`` holds no content (0 bytes, or a ``.gz`` of nothing): a failed download."""
+    try:
+        with open_input(url) as stream:
+            return not stream.read(1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
+        return False
+
+
 def detect_format(url: str) -> str | None:
-    """The format of ``url`` by its name, and for ``.xml`` by its root element; None when no
-    reader takes it (plain ``.txt`` is ``text``)."""
+    """The format of ``url`` by its name, and for ``.xml`` by its root element (``empty`` for an
+    ``.xml`` of no content: an input, to be reported as failed); None when no reader takes it
+    (plain ``.txt`` is ``text``)."""
     name = url.lower()
     if name.endswith((".xml", ".xml.gz")):
         from bulkner.connectors.jats import JATS_ROOTS
         from bulkner.connectors.pubmed import ROOTS as PUBMED_ROOTS
 
         root = root_element(url)
+        if root is None and is_empty(url):
+            return EMPTY
         return "pubmed" if root in PUBMED_ROOTS else "pmc" if root in JATS_ROOTS else None
     return next((fmt for fmt, suffixes in SUFFIXES.items() if name.endswith(suffixes)), None)
 
@@ -114,10 +128,13 @@ def discover(inputs: Sequence[str], options: InputConfig) -> list[str]:
 def read_records(url: str, options: InputConfig = InputConfig()) -> Iterator[Record]:
     """Records of one shard: documents, tombstones and rejects, in file order.
 
-    Raises ValueError for an input no reader takes, and for a format's fatal problems (a wrong
-    root element, a Parquet file without the id or text column).
+    Raises ValueError for an input no reader takes, an empty input (the shard fails and the run
+    goes on with the others), and a format's fatal problems (a wrong root element, a Parquet file
+    without the id or text column).
     """
     fmt = input_format(url, options)
+    if fmt == EMPTY or is_empty(url):
+        raise ValueError(f"{url} is empty (no content: a failed download or copy?)")
     if fmt == "pubmed":
         from bulkner.connectors.pubmed import read_pubmed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -70,6 +71,23 @@ def test_bad_output_paths_are_one_clear_line_before_any_work(tmp_path):
     deep = tmp_path / "new" / "folder" / "s.json"
     assert invoke("split", sample_input(), "--out", tmp_path / "o", "--summary-json", deep).exit_code == 0
     assert json.loads(deep.read_text())["documents"] == 4
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_an_empty_input_is_a_failed_shard_and_the_good_ones_are_done(tmp_path, named):
+    """Issue 26, case 3: a 0-byte input found in a folder was skipped silently; named on the
+    command line it refused the whole run. Both are now a failed shard (exit 1) beside a done one."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    shutil.copy(sample_input(), folder / "pubmed26n0001.xml.gz")
+    (folder / "pubmed26n0002.xml").write_bytes(b"")
+    inputs = [folder / "pubmed26n0001.xml.gz", folder / "pubmed26n0002.xml"] if named else [folder]
+    result = invoke("split", *inputs, "--out", tmp_path / "o", "--summary-json", tmp_path / "s.json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["documents"] == 4
+    assert summary["shards"]["done"] == summary["shards"]["failed"] == 1, summary
+    assert list(summary["failed"]) == ["pubmed26n0002"] and "is empty" in summary["failed"]["pubmed26n0002"]
 
 
 def test_damaged_metadata_is_one_line_naming_the_file(tmp_path):
