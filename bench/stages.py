@@ -46,6 +46,7 @@ class RecordingBuilder:
 
     def __init__(self, builder) -> None:
         self.builder, self.types, self.max_model_len, self.texts = builder, builder.types, builder.max_model_len, {}
+        self.answer = builder.answer
 
     def build(self, sentence):
         self.texts[sentence.key] = sentence.text

@@ -12,6 +12,7 @@ import pytest
 import bulkner
 from bulkner.cli import sample_input
 from bulkner.config import RunConfig
+from bulkner.tagging import answer_format
 from bulkner.engines.base import Generation, Prompt
 from bulkner.pipeline.tagger import Tagger
 from bulkner.pipeline import shard as shard_module
@@ -30,6 +31,7 @@ class EchoPrompts:
 
     def __init__(self, types, on_build=None) -> None:
         self.types, self.max_model_len, self.on_build = list(types), 0, on_build
+        self.answer = answer_format("blocks")
 
     def build(self, sentence) -> Prompt:
         if self.on_build is not None:
