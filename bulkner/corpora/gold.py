@@ -63,8 +63,10 @@ def sentence_gold(
             else:
                 inside[home.key].append(Span(span.start - home.start, span.end - home.start, span.type))
         for s in passage_sentences:
-            kept = inside[s.key] if crossing == "none" else resolve_crossing(inside[s.key], crossing == "all")
-            kept = sorted(set(kept), key=lambda x: (x.start, -x.end, x.type))
+            if crossing == "none":
+                kept = sorted(set(inside[s.key]), key=lambda x: (x.start, -x.end, x.type))
+            else:  # resolve_crossing keeps them deduplicated in that order
+                kept = resolve_crossing(inside[s.key], crossing == "all")
             dropped = set(inside[s.key]) - set(kept)
             result.crossing += [(key[0], key[1], Span(x.start + s.start, x.end + s.start, x.type)) for x in dropped]
             result.spans[s.key] = kept

@@ -119,15 +119,27 @@ def tag_sentence(sentence: str, spans: Iterable[Span]) -> str:
     return "".join(parts)
 
 
-def block_types(spans: Sequence[Span], types: Sequence[str] | None) -> list[str]:
-    """Types that get a block, in output order; ``None`` orders them by first occurrence."""
-    present = list(dict.fromkeys(s.type for s in spans))
-    if types is None:
-        return present
-    unknown = sorted(set(present) - set(types))
+def check_types(spans: Iterable[Span], types: Sequence[str] | None) -> None:
+    """Raise ``ValueError`` when a span's type is not in ``types`` (None: any type goes)."""
+    unknown = sorted({s.type for s in spans} - set(types)) if types is not None else []
     if unknown:
         raise ValueError(f"span types {unknown} are not in the type list {list(types)}")
-    return [t for t in types if t in set(present)]
+
+
+def writing_order(sentence: str, spans: Iterable[Span], types: Sequence[str] | None) -> list[Span]:
+    """``spans`` checked (:func:`check_spans`, :func:`check_types`), deduplicated and in the order a
+    one-copy format writes them: by start, longer first, then the type list's order."""
+    checked = check_spans(sentence, spans)
+    check_types(checked, types)
+    order = {t: i for i, t in enumerate(types)} if types is not None else {}
+    return sorted(checked, key=lambda s: (s.start, -s.end, order.get(s.type, 0), s.type))
+
+
+def block_types(spans: Sequence[Span], types: Sequence[str] | None) -> list[str]:
+    """Types that get a block, in output order; ``None`` orders them by first occurrence."""
+    check_types(spans, types)
+    present = list(dict.fromkeys(s.type for s in spans))
+    return present if types is None else [t for t in types if t in set(present)]
 
 
 def render(

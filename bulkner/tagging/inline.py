@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, check_spans, escape, resolve_crossing
-from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, align, label_index, normalize_label, place_mention
+from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, escape, resolve_crossing, writing_order
+from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, label_index, no_answer, normalize_label, place_mentions
 
 
 def label_of(type_: str) -> str:
@@ -39,17 +39,14 @@ def render(sentence: str, spans: Iterable[Span], types: Sequence[str] | None = N
     ``types`` orders two types on one span (outer first) and must hold every span's type (None:
     any type). Raises ``ValueError`` for invalid or crossing spans and unknown types.
     """
-    checked = check_spans(sentence, spans)
-    if not checked:
+    ordered = writing_order(sentence, spans, types)
+    if not ordered:
         return NO_ENTITIES
-    order = {t: i for i, t in enumerate(types)} if types is not None else {}
-    if types is not None and (unknown := sorted({s.type for s in checked} - set(order))):
-        raise ValueError(f"span types {unknown} are not in the type list {list(types)}")
-    if len(kept := resolve_crossing(checked, across_types=True)) != len(checked):
-        shown = ", ".join(str(tuple(s)) for s in sorted(set(checked) - set(kept))[:5])
+    if len(kept := resolve_crossing(ordered, across_types=True)) != len(ordered):
+        shown = ", ".join(str(tuple(s)) for s in sorted(set(ordered) - set(kept))[:5])
         raise ValueError(f"spans cross and cannot be written with typed brackets: {shown}")
     parts, stack, pos = [], [], 0
-    for span in sorted(checked, key=lambda s: (s.start, -s.end, order.get(s.type, 0), s.type)):
+    for span in ordered:
         while stack and stack[-1].end <= span.start:
             pos = _close(parts, sentence, pos, stack.pop())
         parts.append(escape(sentence[pos : span.start]) + f"[{label_of(span.type)} ")
@@ -69,18 +66,11 @@ def _close(parts: list[str], sentence: str, pos: int, span: Span) -> int:
 
 def parse(output: str, sentence: str, types: Types) -> ParseResult:
     """Spans of the typed-bracket answer ``output`` for ``sentence``; ``types`` as ``parse.parse``."""
-    if not isinstance(output, str):
-        return ParseResult([], [_reject("no_blocks", repr(output), "output is not a string")])
-    if output.strip() in ("", NO_ENTITIES):
-        return ParseResult([], [])
+    if (nothing := no_answer(output)) is not None:
+        return nothing
     plain, mentions, rejects = scan(output, label_index(types))
-    blocks = align(plain, sentence) if mentions else []
-    spans = set()
-    for start, end, type_ in mentions:
-        span, reject = place_mention(plain, start, end, sentence, blocks, type_)
-        spans.update([span] if span else [])
-        rejects.extend([reject] if reject else [])
-    return ParseResult(sorted(spans, key=lambda s: (s.start, -s.end, s.type)), rejects)
+    spans, problems = place_mentions(plain, mentions, sentence)
+    return ParseResult(sorted(set(spans), key=lambda s: (s.start, -s.end, s.type)), rejects + problems)
 
 
 def scan(body: str, index: Mapping[str, str]) -> tuple[str, list[tuple[int, int, str]], list[Reject]]:

@@ -56,10 +56,8 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
     ``types`` is a list of type names or a mapping type → aliases; labels are matched after
     :func:`normalize_label`. ``"None"`` and empty output mean no entities.
     """
-    if not isinstance(output, str):
-        return ParseResult([], [_reject("no_blocks", repr(output), "output is not a string")])
-    if output.strip() in ("", NO_ENTITIES):
-        return ParseResult([], [])
+    if (nothing := no_answer(output)) is not None:
+        return nothing
     blocks, rejects = split_blocks(output, label_index(types))
     spans: set[Span] = set()
     for type_, body in blocks:
@@ -67,6 +65,13 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
         spans.update(found)
         rejects.extend(problems)
     return ParseResult(sorted(spans, key=lambda s: (s.start, -s.end, s.type)), rejects)
+
+
+def no_answer(output: object) -> ParseResult | None:
+    """The result of an output with nothing to parse (not a string, empty, ``None``); None otherwise."""
+    if not isinstance(output, str):
+        return ParseResult([], [_reject("no_blocks", repr(output), "output is not a string")])
+    return ParseResult([], []) if output.strip() in ("", NO_ENTITIES) else None
 
 
 def normalize_label(label: str) -> str:
@@ -134,9 +139,16 @@ def parse_block(body: str, sentence: str, type_: str) -> tuple[list[Span], list[
     if body.strip() == NO_ENTITIES:
         return [], []
     plain, mentions, rejects = scan_brackets(body)
+    spans, problems = place_mentions(plain, [(start, end, type_) for start, end in mentions], sentence)
+    return spans, rejects + problems
+
+
+def place_mentions(plain: str, mentions: Sequence[tuple[int, int, str]], sentence: str) -> tuple[list[Span], list[Reject]]:
+    """Map ``(start, end, type)`` mentions of ``plain`` (the de-bracketed answer) to sentence spans
+    through one alignment; those that cannot be placed exactly are rejects."""
     blocks = align(plain, sentence) if mentions else []
-    spans = []
-    for start, end in mentions:
+    spans, rejects = [], []
+    for start, end, type_ in mentions:
         span, reject = place_mention(plain, start, end, sentence, blocks, type_)
         spans.extend([span] if span else [])
         rejects.extend([reject] if reject else [])

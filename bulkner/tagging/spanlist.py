@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, check_spans, escape, unescape
-from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, _trim_line, classify_line, label_index
+from bulkner.tagging.format import NO_ENTITIES, escape, unescape, writing_order
+from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, _trim_line, classify_line, label_index, no_answer
 
 SEPARATOR = ": "
 
@@ -38,14 +38,11 @@ def render(sentence: str, spans: Iterable[Span], types: Sequence[str] | None = N
     ``types`` orders spans that share start and end and must hold every span's type (None: any).
     Raises ``ValueError`` for invalid spans, unknown types and labels that break the line syntax.
     """
-    checked = check_spans(sentence, spans)
-    if not checked:
+    ordered = writing_order(sentence, spans, types)
+    if not ordered:
         return NO_ENTITIES
-    order = {t: i for i, t in enumerate(types)} if types is not None else {}
-    if types is not None and (unknown := sorted({s.type for s in checked} - set(order))):
-        raise ValueError(f"span types {unknown} are not in the type list {list(types)}")
     lines, cursor, taken = [], 0, set()
-    for span in sorted(checked, key=lambda s: (s.start, -s.end, order.get(s.type, 0), s.type)):
+    for span in ordered:
         if ":" in span.type or "\n" in span.type:
             raise ValueError(f"type {span.type!r} cannot be a span-list label (':' or a line break)")
         mention = sentence[span.start : span.end]
@@ -80,10 +77,8 @@ def locate(sentence: str, context: str, mention: str, type_: str, cursor: int, t
 
 def parse(output: str, sentence: str, types: Types) -> ParseResult:
     """Spans of the span-list answer ``output`` for ``sentence``; ``types`` as ``parse.parse``."""
-    if not isinstance(output, str):
-        return ParseResult([], [_reject("no_blocks", repr(output), "output is not a string")])
-    if output.strip() in ("", NO_ENTITIES):
-        return ParseResult([], [])
+    if (nothing := no_answer(output)) is not None:
+        return nothing
     index = label_index(types)
     rejects: list[Reject] = []
     cursor, taken = 0, set()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from bulkner.corpora.registry import read_corpus
 from bulkner.evaluation.evaluate import oracle_check
