@@ -50,6 +50,13 @@ def local_path(url: str) -> str | None:
     return None
 
 
+def location(url: str) -> str:
+    """Where ``url`` is, one spelling per file: a local path made absolute with its links resolved,
+    a remote URL as given."""
+    path = local_path(url)
+    return os.path.realpath(path) if path is not None else url
+
+
 def remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow file system and path for a remote URL (fsspec wrapped when pyarrow lacks it)."""
     try:

@@ -410,3 +410,51 @@ def test_configuration_reference_is_generated_from_the_code():
     root = Path(__file__).resolve().parents[1]
     check = subprocess.run([sys.executable, str(root / "scripts" / "config_reference.py"), "--check"])
     assert check.returncode == 0, "docs/configuration.md is out of date: run python scripts/config_reference.py"
+
+
+def test_another_file_with_a_finished_shard_name_is_an_error_naming_both(tmp_path):
+    """Issue 26, case 1: ``split a/x`` then ``split b/x`` into one --out replaced a's documents
+    (exit 0, a warning). Now b's shard fails naming both files, a's tables stay, and the same file
+    moved elsewhere is still the finished shard."""
+    update = PUBMED / "pmparser" / "updatefiles" / "pubmed26n1335.xml.gz"
+    if not update.exists():
+        pytest.skip("shared data missing")
+    a, b, moved = (tmp_path / d for d in ("a", "b", "moved"))
+    for d in (a, b, moved):
+        d.mkdir()
+    shutil.copy(update, a / "pubmed.xml.gz")
+    shutil.copy(sample_input(), b / "pubmed.xml.gz")
+    shutil.copy(update, moved / "pubmed.xml.gz")
+    out = tmp_path / "o"
+    assert invoke("split", a / "pubmed.xml.gz", "--out", out).exit_code == 0
+    before = read(out, "documents", "pubmed")
+    result = invoke("split", b / "pubmed.xml.gz", "--out", out, "--summary-json", tmp_path / "s.json")
+    assert result.exit_code == 1, result.output
+    error = json.loads((tmp_path / "s.json").read_text())["failed"]["pubmed"]
+    assert "ShardCollision" in error and str(a / "pubmed.xml.gz") in error and str(b / "pubmed.xml.gz") in error
+    assert read(out, "documents", "pubmed").equals(before)
+    again = invoke("split", moved / "pubmed.xml.gz", "--out", out)
+    assert again.exit_code == 0 and "1 skipped" in again.output
+
+
+def test_a_same_size_edit_in_the_middle_of_a_big_input_is_redone(tmp_path):
+    """Issue 26, case 2: the identity hashed the first and last MiB only, so an edit keeping the
+    size in the middle of a file over 2 MiB kept the old text. Now the whole content is hashed."""
+    medline = PUBMED / "medline16n0902.xml.gz"
+    if not medline.exists():
+        pytest.skip("shared data missing")
+    data = gzip.decompress(medline.read_bytes())
+    assert len(data) > 3 << 20
+    title = data.index(b"<ArticleTitle>", len(data) // 2) + len(b"<ArticleTitle>")
+    old = data[title : data.index(b"</ArticleTitle>", title)]
+    new = old[::-1].replace(b"<", b" ").replace(b">", b" ").replace(b"&", b" ")  # same length, reversed
+    xml = tmp_path / "medline16n0902.xml"
+    xml.write_bytes(data)
+    out = tmp_path / "o"
+    assert invoke("split", xml, "--out", out).exit_code == 0
+    xml.write_bytes(data[:title] + new + data[title + len(old):])
+    assert xml.stat().st_size == len(data)
+    result = invoke("split", xml, "--out", out)
+    assert result.exit_code == 0 and "1 done" in result.output, result.output
+    texts = read(out, "documents", "medline16n0902").column("text").to_pylist()
+    assert new.decode() in texts and old.decode() not in texts

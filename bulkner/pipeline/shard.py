@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from bulkner.config import InputConfig, RunConfig
 from bulkner.connectors.discover import LatestRecords, discover
 from bulkner.connectors.fs import shard_name
-from bulkner.connectors.identity import change, input_identity
+from bulkner.connectors.identity import change, input_identity, other_file
 from bulkner.fingerprint import fingerprint
 from bulkner.outputs.writer import (
     OutputDir,
@@ -54,12 +54,24 @@ def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
     return urls
 
 
+class ShardCollision(ValueError):
+    """A finished shard of the output directory was done from another file with the same shard name."""
+
+
 def finished(url: str, out: OutputDir) -> tuple[dict | None, str]:
     """The completion marker of ``url``'s shard when it was done from this very input (None when
-    not), and why it must be redone when its input changed since (``identity.change``), else ``""``."""
-    marker = out.done(shard_name(url))
+    not), and why it must be redone when its input changed since (``identity.change``), else ``""``.
+
+    Raises ``ShardCollision`` when the shard was done from another file (``identity.other_file``):
+    redoing it would silently replace that file's documents.
+    """
+    shard = shard_name(url)
+    marker = out.done(shard)
     if marker is None:
         return None, ""
+    if other_file(marker.get("input"), marker.get("input_identity"), url):
+        raise ShardCollision(f"shard {shard!r} of {out.root} was done from {marker['input']}; {url} is another file "
+                             "with the same shard name (rename one, or write it to another --out)")
     changed = change(marker.get("input_identity"), url)
     return (None, changed) if changed else (marker, "")
 
@@ -114,7 +126,7 @@ class ShardWorker:
                 log.warning("shard %s: its input %s changed since it was done (%s); redoing it", shard, url, changed)
                 out.undo(shard)  # until the new marker is written, readers of the outputs skip the shard
             out.remove_orphans([shard])  # a killed earlier attempt's temporary files (a requeued shard)
-        except OSError as err:  # the input vanished, or the output directory cannot be read
+        except (OSError, ShardCollision) as err:  # the input vanished, the output cannot be read, a collision
             return self._failed(shard, err, changed)
         self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
         try:

@@ -34,7 +34,7 @@ from bulkner.config import RayConfig, RunConfig
 from bulkner.connectors.fs import shard_name
 from bulkner.outputs.writer import OutputDir
 from bulkner.pipeline.results import RunSummary, ShardResult
-from bulkner.pipeline.shard import ShardWorker, finished, start_run
+from bulkner.pipeline.shard import ShardCollision, ShardWorker, finished, start_run
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,9 @@ def run(
             marker, _ = finished(url, out)
         except OSError:  # the input vanished: the actor reports the shard failed
             marker = None
+        except ShardCollision as err:
+            summary.shards.append(ShardResult(shard_name(url), "failed", error=f"{type(err).__name__}: {err}"))
+            continue
         if marker is None:
             todo.append(url)
         else:

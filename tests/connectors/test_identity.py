@@ -1,4 +1,4 @@
-"""An input's identity: size, mtime and a hash of its first and last MiB decide whether it changed."""
+"""An input's identity: size, mtime and a hash of its whole content decide whether it changed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bulkner.connectors.identity import MIB, change, head_tail_hash, input_identity
+from bulkner.connectors.identity import MIB, change, head_tail_hash, input_identity, other_file
 
 
 @pytest.fixture
@@ -23,22 +23,37 @@ def rewrite(path, offset: int, byte: bytes) -> None:
     os.utime(path, ns=(1, 1))  # always another mtime than the recorded one
 
 
-@pytest.mark.parametrize(("where", "reason"), [
-    ("head", "same size, other content"),
-    ("tail", "same size, other content"),
-    ("middle", ""),  # the documented limit: only the first and last MiB are read
-])
-def test_same_size_edits(big, where, reason):
+@pytest.mark.parametrize("where", ["head", "middle", "tail"])
+def test_same_size_edits_anywhere_are_seen(big, where):
     recorded = input_identity(str(big))
     rewrite(big, {"head": 10, "middle": int(1.5 * MIB), "tail": 3 * MIB - 1}[where], b"!")
-    assert change(recorded, str(big)) == reason
+    assert change(recorded, str(big)) == "same size, other content"
+
+
+def test_markers_with_head_and_tail_hashes_are_still_read(big):
+    recorded = input_identity(str(big))
+    legacy = {"size": recorded["size"], "mtime_ns": 0, "blake2b_head_tail": head_tail_hash(str(big), 3 * MIB)}
+    assert change(legacy, str(big)) == ""
+    rewrite(big, 10, b"!")
+    assert change(legacy, str(big)) == "same size, other content"
+
+
+def test_another_file_is_another_place_and_another_content(big, tmp_path):
+    recorded = input_identity(str(big))
+    copy = tmp_path / "elsewhere.xml"
+    copy.write_bytes(big.read_bytes())
+    assert not other_file(str(big), recorded, str(big))
+    assert not other_file(str(big), recorded, str(copy))  # moved or copied: the same input
+    rewrite(copy, 10, b"!")
+    assert other_file(str(big), recorded, str(copy))
+    assert not other_file(str(big), None, str(copy))  # a marker without an identity is trusted
 
 
 def test_size_and_mtime_are_checked_first(big):
     recorded = input_identity(str(big))
     assert recorded["size"] == 3 * MIB and recorded["mtime_ns"] == big.stat().st_mtime_ns
     assert change(recorded, str(big)) == ""
-    assert change(recorded | {"blake2b_head_tail": "stale"}, str(big)) == ""  # same size and mtime: not read
+    assert change(recorded | {"blake2b": "stale"}, str(big)) == ""  # same size and mtime: not read
     with big.open("ab") as f:
         f.write(b"more")
     assert change(recorded, str(big)) == f"size {3 * MIB} -> {3 * MIB + 4} bytes"
