@@ -126,7 +126,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         write_json(json_path, summary)
     out = typer.echo
     shards = summary["shards"]
-    redone = f" ({summary['redone_changed']} redone: input changed)" if summary.get("redone_changed") else ""
+    why = {"input changed": summary.get("redone_changed"), "tables damaged": summary.get("redone_damaged")}
+    redone = "".join(f" ({n} redone: {reason})" for reason, n in why.items() if n)
     out(f"shards: {shards['done']} done{redone}, {shards['skipped']} skipped (already done), {shards['failed']} failed")
     for shard, error in summary["failed"].items():
         out(f"  failed {shard}: {error}")
@@ -487,6 +488,28 @@ def report_cmd(
     else:
         tagged = f"{sum(report.entities_by_type.values())} entities, {len(report.sentences)} of {report.candidates} tagged sentences shown"
     typer.echo(f"report of {len(report.markers)} finished shards ({tagged}) written to {output}")
+
+
+@app.command("verify")
+def verify_cmd(
+    out: str = typer.Argument(..., help="Output directory or object-store URL of a run (or of bulkner split)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Check every finished shard of OUT against its completion marker: each table file present,
+    readable and holding the rows the marker records. Names each damaged shard; exit 1 if any is
+    (rerun the same run or split command to redo them)."""
+    from bulkner.outputs.tables import verify
+
+    setup_logging(verbose)
+    try:
+        checked, damaged = verify(out)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    for shard, problem in damaged.items():
+        typer.echo(f"damaged {shard}: {problem}")
+    typer.echo(f"{checked} finished shards checked, {len(damaged)} damaged" + ("; rerun the same command to redo them" if damaged else ""))
+    if damaged:
+        raise typer.Exit(1)
 
 
 @app.command("lexicon")

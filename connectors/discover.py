@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 from lxml import etree
 
 from bulkner.config import InputConfig
-from bulkner.connectors.fs import ACCEPT_THREADS, expand_inputs, open_input
+from bulkner.connectors.fs import ACCEPT_THREADS, expand_inputs, inside, open_input
 from bulkner.schema import Document, Reject, Tombstone
 
 Record = Document | Tombstone | Reject
@@ -106,13 +106,16 @@ def input_format(url: str, options: InputConfig) -> str:
     return fmt
 
 
-def discover(inputs: Sequence[str], options: InputConfig) -> list[str]:
+def discover(inputs: Sequence[str], options: InputConfig, exclude: str | None = None) -> list[str]:
     """The input files of ``inputs`` (paths, directories, globs, URLs) in processing order, each
-    one a reader takes. Raises ``ValueError`` for an input that matches nothing and for a file
-    named directly whose format cannot be told."""
+    one a reader takes; files found under the folder ``exclude`` (a run's output directory inside
+    an input folder) are not. Raises ``ValueError`` for an input that matches nothing and for a
+    file named directly whose format cannot be told."""
     accepted: set[str] = set()
 
     def accept(url: str) -> bool:
+        if exclude is not None and inside(url, exclude):
+            return False
         if accepts(url, options.format):
             accepted.add(url)
             return True

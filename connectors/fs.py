@@ -57,6 +57,11 @@ def location(url: str) -> str:
     return os.path.realpath(path) if path is not None else url
 
 
+def inside(url: str, folder: str) -> bool:
+    """Whether ``url`` lies in ``folder`` or below it (by ``location``)."""
+    return location(url).startswith(location(folder).rstrip("/") + "/")
+
+
 def remote_fs(url: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow file system and path for a remote URL (fsspec wrapped when pyarrow lacks it)."""
     try:

@@ -7,17 +7,21 @@ byte would end the parse and lose every record after it. ``RecordSplitter`` find
 bytes by its start and end tags (a raw ``<`` is always markup in XML, so no parse is needed), and
 each record is parsed on its own, with the file's prolog (declaration, DOCTYPE, root start tag)
 around it so that it reads exactly as it would inside the file. A broken record costs that record
-only, and memory stays bounded by one record. Limitation: a record tag written inside a comment
-or CDATA section is taken for markup (the record it is in is then rejected, never merged).
+only, and memory stays bounded by one record. Comments, CDATA sections and processing
+instructions are skipped whole while cutting: a record tag written inside one is text, not markup.
+A UTF-16 or UTF-32 file (told by its byte order mark, or by its first characters ``<?`` without
+one) is decoded to UTF-8 as it streams and its declared encoding rewritten, so it reads like the
+same file in UTF-8; the byte offsets of its rejects are those of the UTF-8 stream.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import logging
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from lxml import etree
@@ -46,6 +50,15 @@ _MISC = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.DOTALL)
 _START_TAG = re.compile(rb"<([^\s/>!?]+)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
 _ENCODING = re.compile(rb"""^<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _FFFD = "\ufffd".encode()
+_SKIPPED = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
+"""Openers of what holds no markup, and what ends each: skipped whole while looking for tags."""
+_WIDE = (  # (how a file starts, its encoding): byte order marks first, UTF-32 before UTF-16
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (b"<\0\0\0?\0\0\0", "utf-32-le"), (b"\0\0\0<\0\0\0?", "utf-32-be"),
+    (b"<\0?\0", "utf-16-le"), (b"\0<\0?", "utf-16-be"),
+)
+"""UTF-16 and UTF-32 inputs, told by their first bytes (XML 1.0, appendix F)."""
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _BAD_REF = re.compile(
     rb"&#(?:[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]|[dD][89a-fA-F][0-9a-fA-F]{2}|[fF]{3}[eEfF])"
@@ -209,8 +222,10 @@ class RecordSplitter:
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
-        self._read = getattr(stream, "read1", stream.read)
+        self._read: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
         """``read1`` where the stream has it: a read error then loses no byte decompressed before it."""
+        self.encoding: str | None = None
+        """The UTF-16/32 encoding the input is decoded from, or None for an input read as it is."""
         self.buf = bytearray()
         self.base = 0
         """Offset in the stream of ``buf[0]``."""
@@ -253,7 +268,9 @@ class RecordSplitter:
     def prolog(self) -> Prolog:
         """Read through the root's start tag. Raises ``etree.XMLSyntaxError`` when the input does
         not start with a well-formed prolog and root start tag (an empty file, text, binary)."""
-        pos = 3 if self._more(0) and self.buf.startswith(b"\xef\xbb\xbf") else 0
+        self._more(0)
+        self._decode_wide()
+        pos = 3 if self.buf.startswith(b"\xef\xbb\xbf") else 0
         while True:
             while pos < len(self.buf) and self.buf[pos] in b" \t\r\n":
                 pos += 1
@@ -269,19 +286,44 @@ class RecordSplitter:
                 etree.fromstring(bytes(self.buf), safe_parser())  # raises lxml's own message
                 raise etree.XMLSyntaxError("no root element", None, 1, 1)
         before, start_tag = bytes(self.buf[:pos]), bytes(self.buf[pos:end])
+        declared = _ENCODING.match(before.lstrip(b"\xef\xbb\xbf"))
+        if declared is not None and self.encoding is not None:  # the bytes are UTF-8 now
+            before = before[: declared.start(1)] + b"UTF-8" + before[declared.end(1) :]
+            declared = None
         self.root_name = _START_TAG.match(start_tag).group(1)
         self.empty_root = start_tag.endswith(b"/>")
         end_tag = b"</" + self.root_name + b">"
         root = etree.fromstring(before + start_tag + (b"" if self.empty_root else end_tag), safe_parser())
-        declared = _ENCODING.match(before.lstrip(b"\xef\xbb\xbf"))
         utf8 = declared is None or declared.group(1).lower() in (b"utf-8", b"utf8")
         self._drop(end)
         return Prolog(root.tag, before, start_tag, end_tag, utf8)
 
+    def _decode_wide(self) -> None:
+        """When the input is UTF-16 or UTF-32 (``_WIDE``), decode it to UTF-8 from here on: the
+        buffer now, every later read as it comes."""
+        encoding = next((enc for start, enc in _WIDE if self.buf.startswith(start)), None)
+        if encoding is None:
+            return
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        raw = self._read
+
+        def read(size: int) -> bytes:
+            while block := raw(size):
+                if text := decoder.decode(block):
+                    return text.encode("utf-8")
+            return decoder.decode(b"", final=True).encode("utf-8")
+
+        self.encoding, self._read = encoding, read
+        self.buf[:] = decoder.decode(bytes(self.buf)).encode("utf-8")
+        logger.info("input is %s: decoded to UTF-8 as it is read", encoding.upper())
+
     def rest(self) -> bytes:
         """The rest of the input after the root's start tag, read whole (a file whose root is its
         only record)."""
-        return bytes(self.buf) + self.stream.read()
+        blocks = [bytes(self.buf)]
+        while block := self._read(_BLOCK):
+            blocks.append(block)
+        return b"".join(blocks)
 
     def chunks(self, records: frozenset[str]) -> Iterator[Chunk]:
         """The record chunks (and stray content) under the root, in file order; call ``prolog``
@@ -290,7 +332,7 @@ class RecordSplitter:
             return
         root, names = self.root_name, {name.encode() for name in records}
         either = b"|".join(re.escape(name) for name in sorted(names | {root}))
-        tags = re.compile(rb"<(?:/(" + either + rb")\s*>|(" + either + rb")[\s/>])")
+        tags = re.compile(rb"<(?:/(" + either + rb")\s*>|(" + either + rb")[\s/>])|<!--|<!\[CDATA\[|<\?")
         start = pos = self.base
         open_tag: bytes | None = None
         while (tag := self._next_tag(tags, pos, start)) is not None:
@@ -318,17 +360,37 @@ class RecordSplitter:
         None at the end of the readable input (``self.cut`` says how it ended)."""
         while True:
             match = tags.search(self.buf, pos - self.base)
+            if match is not None and match.lastindex is None:  # a comment, CDATA or PI: no markup inside
+                pos = self._skip(_SKIPPED[match.group()], self.base + match.end(), keep)
+                if pos is None:
+                    return None
+                continue
             if match is not None:
                 closing = match.group(1) is not None
                 return closing, match.group(1 if closing else 2), self.base + match.start(), self.base + match.end()
             pos = max(pos, self.base + len(self.buf) - _SLACK)
-            try:
-                if not self._more(keep - self.base):
-                    self.cut = END_OF_INPUT
-                    return None
-            except MALFORMED as exc:
-                self.cut = f"{END_OF_INPUT} (unreadable after it: {type(exc).__name__}: {exc})"
+            if not self._more_or_end(keep):
                 return None
+
+    def _skip(self, terminator: bytes, pos: int, keep: int) -> int | None:
+        """The offset after the first ``terminator`` from offset ``pos``, reading blocks as needed;
+        None when the readable input ends first."""
+        while (i := self.buf.find(terminator, pos - self.base)) < 0:
+            pos = max(pos, self.base + len(self.buf) - len(terminator) + 1)
+            if not self._more_or_end(keep):
+                return None
+        return self.base + i + len(terminator)
+
+    def _more_or_end(self, keep: int) -> bool:
+        """``_more`` from offset ``keep``; at the end of the readable input False, with ``self.cut``
+        saying how it ended (a read error too)."""
+        try:
+            if self._more(keep - self.base):
+                return True
+            self.cut = END_OF_INPUT
+        except MALFORMED as exc:
+            self.cut = f"{END_OF_INPUT} (unreadable after it: {type(exc).__name__}: {exc})"
+        return False
 
     def _bytes(self, start: int, end: int | None = None) -> bytes:
         """The buffered bytes from offset ``start`` to offset ``end`` (the buffer's end if None)."""

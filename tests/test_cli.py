@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bulkner
+import bulkner.outputs.tables
 from bulkner.cli import app, sample_input
 from bulkner.schema import TABLES
 
@@ -458,3 +459,66 @@ def test_a_same_size_edit_in_the_middle_of_a_big_input_is_redone(tmp_path):
     assert result.exit_code == 0 and "1 done" in result.output, result.output
     texts = read(out, "documents", "medline16n0902").column("text").to_pylist()
     assert new.decode() in texts and old.decode() not in texts
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "other rows"])
+def test_a_damaged_finished_shard_is_reported_by_verify_and_redone_by_a_rerun(tmp_path, damage):
+    """Issue 26, case 4: a marker whose table file was missing or truncated was trusted (a rerun
+    skipped the shard; read_table dropped it or raised an Arrow error)."""
+    update = PUBMED / "pmparser" / "updatefiles" / "pubmed26n1335.xml.gz"
+    if not update.exists():
+        pytest.skip("shared data missing")
+    out, clean = tmp_path / "o", tmp_path / "clean"
+    for target in (out, clean):
+        assert invoke("split", update, sample_input(), "--out", target).exit_code == 0
+    assert invoke("verify", out).exit_code == 0
+    sentences = out / "sentences" / "pubmed26n1335.parquet"
+    if damage == "truncated":
+        sentences.write_bytes(sentences.read_bytes()[: sentences.stat().st_size // 2])
+    elif damage == "missing":
+        sentences.unlink()
+    else:  # a valid file, but another shard's
+        shutil.copy(out / "sentences" / "sample-pubmed.parquet", sentences)
+    result = invoke("verify", out)
+    assert result.exit_code == 1 and "damaged pubmed26n1335: its sentences table" in result.output, result.output
+    assert "2 finished shards checked, 1 damaged" in result.output
+    with pytest.raises(bulkner.outputs.tables.DamagedShard, match="pubmed26n1335"):
+        bulkner.read_table(str(out), "sentences")
+    assert bulkner.read_table(str(out), "documents").num_rows  # the other tables of the shard are whole
+    rerun = invoke("split", update, sample_input(), "--out", out)
+    assert rerun.exit_code == 0 and "(1 redone: tables damaged)" in rerun.output and "1 skipped" in rerun.output, rerun.output
+    assert invoke("verify", out).exit_code == 0
+    for table in ("documents", "sentences", "tombstones"):
+        assert bulkner.read_table(str(out), table).equals(bulkner.read_table(str(clean), table))
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused_and_deletes_nothing(tmp_path):
+    """Issue 26, case 10: two runs over overlapping inputs on one --out deleted each other's
+    temporary files. Now the directory is locked for a run (flock: released even when killed)."""
+    from bulkner.outputs.writer import OutputDir
+
+    out = tmp_path / "o"
+    assert invoke("split", sample_input(), "--out", out).exit_code == 0
+    (out / "_done" / "sample-pubmed.json").unlink()  # to be redone by the runs below
+    working = out / "documents" / ".sample-pubmed.parquet.tmp-0123456789abcdef"
+    working.write_bytes(b"a file the holding run is writing")
+    with OutputDir(str(out)).lock():
+        result = invoke("split", sample_input(), "--out", out)
+        assert result.exit_code == 2 and "is in use by another bulkner run (pid" in result.output, result.output
+        assert working.exists()
+    assert invoke("split", sample_input(), "--out", out).exit_code == 0  # released: the next run goes on
+    assert not working.exists()  # now an orphan of a finished run, removed
+
+
+def test_an_output_directory_inside_an_input_folder_is_not_read_as_input(tmp_path):
+    """Issue 26, case 10: with --out inside the input folder, the second run read its own Parquet
+    files as inputs."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    shutil.copy(sample_input(), folder / "pubmed26n0001.xml.gz")
+    for attempt in range(2):
+        result = invoke("split", folder, "--out", folder / "out", "--summary-json", tmp_path / "s.json")
+        assert result.exit_code == 0, result.output
+        shards = json.loads((tmp_path / "s.json").read_text())["shards"]
+        assert shards == {"done": 1 - attempt, "skipped": attempt, "failed": 0}
+    assert sorted(p.name for p in (folder / "out" / "documents").iterdir()) == ["pubmed26n0001.parquet"]

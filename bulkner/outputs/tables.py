@@ -1,7 +1,9 @@
 """Reading a run's output tables: only shards that finished, never a crashed shard's partial files.
 
 A shard counts once its completion marker (``OUT/_done/<shard>.json``) is written; that is the
-last file of a shard, and a shard being redone loses its marker first. Works on local paths and
+last file of a shard, and a shard being redone loses its marker first. A finished shard whose
+table file is missing, truncated or holds other row counts than its marker records is refused
+(``DamagedShard``), never read in part; ``verify`` lists every such shard, and a rerun redoes them. Works on local paths and
 object-store URLs, like ``OutputDir``.
 """
 
@@ -16,18 +18,55 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bulkner.schema import TABLES
-from bulkner.outputs.writer import OutputDir
+from bulkner.outputs.writer import OutputDir, marker_tables
+
+
+class DamagedShard(ValueError):
+    """A finished shard's table file is missing, unreadable or not what its marker records."""
 
 
 def _finished(out: str, table: str) -> tuple[OutputDir, list[str]]:
-    """The output directory and its finished shards that have ``table``, in natural order."""
+    """The output directory and its finished shards that have ``table``, in natural order.
+    Raises ``DamagedShard`` naming each shard whose ``table`` does not match its marker."""
     if table not in TABLES:
         raise ValueError(f"no table {table!r}; the tables are {', '.join(TABLES)}")
+    directory = _directory(out)
+    shards, damaged = [], []
+    for shard in directory.finished():
+        marker = directory.done(shard)
+        if marker is None or table not in marker_tables(marker):  # undone meanwhile; a table its run does not write
+            continue
+        if problem := directory.damage(shard, marker, [table]):
+            damaged.append(f"{shard}: {problem}")
+        shards.append(shard)
+    if damaged:
+        raise DamagedShard(f"{out}: {len(damaged)} finished shard(s) damaged ({'; '.join(damaged[:5])}"
+                           f"{'; ...' if len(damaged) > 5 else ''}); rerun the same command to redo them")
+    return directory, shards
+
+
+def _directory(out: str) -> OutputDir:
     directory = OutputDir(out)
     if directory.fs.get_file_info(directory.root).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no output directory at {out!r}")
-    written = directory.listed(table, ".parquet")
-    return directory, [shard for shard in directory.finished() if shard in written]
+    return directory
+
+
+def verify(out: str) -> tuple[int, dict[str, str]]:
+    """Check every finished shard of ``out`` against its marker (``OutputDir.damage``): how many
+    were checked, and each damaged shard with what is wrong (a damaged marker is named too)."""
+    directory = _directory(out)
+    shards = directory.finished()
+    damaged = {}
+    for shard in shards:
+        try:
+            marker = directory.done(shard)
+        except ValueError as err:  # a marker that is not JSON
+            damaged[shard] = str(err)
+            continue
+        if marker is not None and (problem := directory.damage(shard, marker)):
+            damaged[shard] = problem
+    return len(shards), damaged
 
 
 def finished_shards(out: str, table: str) -> list[str]:

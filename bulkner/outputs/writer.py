@@ -16,9 +16,11 @@ when its upload completes, and they have no rename (a copy and a delete would co
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyarrow.lib import ArrowInvalid
 
 from bulkner.connectors.fs import filesystem, natural_key
 from bulkner.schema import TABLES, Document, Entity, Reject, Sentence, Tombstone
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DONE = "_done"
 FINGERPRINT = "_fingerprint.json"
+LOCK = "_lock"
 RENAMING = ("local", "hdfs")
 """``pyarrow.fs`` file systems written through a temporary file and a rename; others in place."""
 TEMP = ".tmp-"
@@ -43,6 +47,22 @@ CLAIM_TEMP_AGE_S = 600
 
 class FingerprintMismatch(RuntimeError):
     """The output directory holds results of a different configuration."""
+
+
+class OutputBusy(ValueError):
+    """Another run holds the output directory (``OutputDir.lock``)."""
+
+
+SPLIT_TABLES = ("documents", "sentences", "tombstones", "rejects")
+"""The tables every shard writes; a run with a model writes ``entities`` too."""
+
+
+def marker_tables(marker: dict) -> dict[str, int | None]:
+    """The tables a finished shard wrote, with the rows its marker records (None for markers from
+    before row counts were recorded: those tables are known by the run's kind)."""
+    if "rows" in marker:
+        return marker["rows"]
+    return dict.fromkeys(SPLIT_TABLES + (("entities",) if "entities_by_type" in marker else ()))
 
 
 def _temp_of(name: str) -> str | None:
@@ -121,6 +141,36 @@ class OutputDir:
                 "use a new --out directory or delete the old one, results are never mixed"
             )
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this directory for one run, so no other run removes its temporary files or writes
+        its shards at the same time; raises ``OutputBusy`` naming the run that holds it.
+
+        On local disks an advisory ``flock`` on ``OUT/_lock``, which the kernel releases when the
+        holder exits, even killed: a killed run never leaves the directory locked. Object stores
+        and HDFS have no lock: start runs into one such directory one after the other.
+        """
+        if self.fs.type_name != "local":
+            yield
+            return
+        path = self.path(LOCK)
+        with open(path, "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise OutputBusy(f"{self.root} is in use by another bulkner run ({holder}); wait for it to end, "
+                                 "or write to another --out") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def _create(self, path: str, data: bytes) -> dict:
         """Write ``path`` unless it exists; what it holds afterwards (ours or a concurrent writer's)."""
         if self.fs.type_name != "local":
@@ -142,6 +192,25 @@ class OutputDir:
     def done(self, shard: str) -> dict | None:
         """The completion marker of ``shard`` if it finished, else None."""
         return self.read_json(self.path(DONE, f"{shard}.json"))
+
+    def damage(self, shard: str, marker: dict, tables: Iterable[str] | None = None) -> str:
+        """Why the finished ``shard``'s table files (those of ``tables``, default all) do not match its
+        ``marker``: a file missing, unreadable (truncated) or with other row counts; ``""`` when
+        they match. Reads each file's Parquet footer only."""
+        problems = []
+        for name, rows in marker_tables(marker).items():
+            if tables is not None and name not in tables:
+                continue
+            try:
+                found = pq.read_metadata(self.path(name, f"{shard}.parquet"), filesystem=self.fs).num_rows
+            except FileNotFoundError:
+                problems.append(f"its {name} table is missing")
+            except (OSError, ArrowInvalid) as err:
+                problems.append(f"its {name} table is unreadable ({err})")
+            else:
+                if rows is not None and found != rows:
+                    problems.append(f"its {name} table has {found} rows, its marker says {rows}")
+        return "; ".join(problems)
 
     def undo(self, shard: str) -> None:
         """Remove the completion marker of ``shard`` (before redoing it: readers then skip it)."""
@@ -208,6 +277,7 @@ class ShardWriter:
         self.targets = {name: out.path(name, f"{shard}.parquet") for name in schemas}
         self.files = {name: out._temp(path) if out.renames else path for name, path in self.targets.items()}
         self.writers: dict[str, pq.ParquetWriter] = {}
+        self.rows = dict.fromkeys(schemas, 0)
         self.committed = False
         try:
             for name, schema in schemas.items():
@@ -220,16 +290,20 @@ class ShardWriter:
     def write(self, name: str, table: pa.Table) -> None:
         if table.num_rows:
             self.writers[name].write_table(table)
+            self.rows[name] += table.num_rows
 
-    def commit(self, stats: dict) -> None:
-        """Close every table, move it into place, then write the completion marker ``stats``."""
+    def commit(self, stats: dict) -> dict:
+        """Close every table, move it into place, then write the completion marker: ``stats`` and
+        each table's ``rows`` (``OutputDir.damage`` checks them)."""
         for writer in self.writers.values():
             writer.close()
         if self.out.renames:
             for name, target in self.targets.items():
                 self.out.fs.move(self.files[name], target)
         self.committed = True
-        self.out._write_bytes(self.out.path(DONE, f"{self.shard}.json"), json.dumps(stats, indent=2, sort_keys=True).encode())
+        marker = stats | {"rows": self.rows}
+        self.out._write_bytes(self.out.path(DONE, f"{self.shard}.json"), json.dumps(marker, indent=2, sort_keys=True).encode())
+        return marker
 
     def abort(self) -> None:
         """Close and remove what an uncommitted shard wrote (no-op after ``commit``)."""

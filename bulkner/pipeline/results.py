@@ -24,6 +24,9 @@ class ShardResult:
     error: str = ""
     changed: str = ""
     """Why the shard was redone although it was done: its input changed since (``identity.change``)."""
+    damaged: str = ""
+    """Why the shard was redone although it was done: its tables did not match its marker
+    (``OutputDir.damage``)."""
 
 
 @dataclass
@@ -60,12 +63,18 @@ class RunSummary:
         a redo that failed counts here and under ``failed``."""
         return sum(bool(r.changed) for r in self.shards)
 
+    @property
+    def redone_damaged(self) -> int:
+        """Shards done before and redone because their tables were damaged (``ShardResult.damaged``)."""
+        return sum(bool(r.damaged) for r in self.shards)
+
     def as_dict(self) -> dict:
         seconds = sum(r.stats.get("seconds", 0) for r in self.shards if r.status == "done")
         sentences = self.total("sentences")
         return {
             "shards": {s: self.count(s) for s in ("done", "skipped", "failed")},
             "redone_changed": self.redone_changed,
+            "redone_damaged": self.redone_damaged,
             "failed": {r.shard: r.error for r in self.shards if r.status == "failed"},
             "documents": self.total("documents"),
             "tombstones": self.total("tombstones"),

@@ -7,6 +7,7 @@ built in ``setup()`` and released in ``teardown()``. ``start_run`` is how either
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -41,10 +42,11 @@ CHUNK_RECORDS = 1000
 to keep a GPU engine's batches full, and a few MB of tables."""
 
 
-def plan(inputs, options: InputConfig = InputConfig()) -> list[str]:
-    """The shards of ``inputs`` in processing order (``connectors.discover.discover``); two inputs with one
-    shard name are refused (their outputs would overwrite each other)."""
-    urls = discover(inputs, options)
+def plan(inputs, options: InputConfig = InputConfig(), exclude: str | None = None) -> list[str]:
+    """The shards of ``inputs`` in processing order (``connectors.discover.discover``; files found
+    under the folder ``exclude`` left out); two inputs with one shard name are refused (their
+    outputs would overwrite each other)."""
+    urls = discover(inputs, options, exclude)
     seen: dict[str, str] = {}
     for url in urls:
         name = shard_name(url)
@@ -58,9 +60,10 @@ class ShardCollision(ValueError):
     """A finished shard of the output directory was done from another file with the same shard name."""
 
 
-def finished(url: str, out: OutputDir) -> tuple[dict | None, str]:
-    """The completion marker of ``url``'s shard when it was done from this very input (None when
-    not), and why it must be redone when its input changed since (``identity.change``), else ``""``.
+def finished(url: str, out: OutputDir) -> tuple[dict | None, str, str]:
+    """The completion marker of ``url``'s shard when it was done from this very input and its
+    tables are whole (None when not); why it must be redone although it was done: its input changed
+    since (``identity.change``), its tables do not match the marker (``OutputDir.damage``), else ``""``.
 
     Raises ``ShardCollision`` when the shard was done from another file (``identity.other_file``):
     redoing it would silently replace that file's documents.
@@ -68,26 +71,31 @@ def finished(url: str, out: OutputDir) -> tuple[dict | None, str]:
     shard = shard_name(url)
     marker = out.done(shard)
     if marker is None:
-        return None, ""
+        return None, "", ""
     if other_file(marker.get("input"), marker.get("input_identity"), url):
         raise ShardCollision(f"shard {shard!r} of {out.root} was done from {marker['input']}; {url} is another file "
                              "with the same shard name (rename one, or write it to another --out)")
     changed = change(marker.get("input_identity"), url)
-    return (None, changed) if changed else (marker, "")
+    damaged = "" if changed else out.damage(shard, marker)
+    return (None, changed, damaged) if changed or damaged else (marker, "", "")
 
 
+@contextlib.contextmanager
 def start_run(
     inputs: Sequence[str], config: RunConfig, with_model: bool, progress: bool = False
-) -> tuple[list[str], ShardWorker, OutputDir]:
-    """How every run begins, whichever runner: the shards in order (``plan``), a worker (not set
-    up yet) and the output directory, claimed for this configuration and cleared of the temporary
-    files a killed run left. Raises ``FingerprintMismatch`` if ``config.out`` holds another one."""
-    urls = plan(inputs, config.input)
+) -> Iterator[tuple[list[str], ShardWorker, OutputDir]]:
+    """How every run begins, whichever runner: the shards in order (``plan``; files under the output
+    directory are never inputs), a worker (not set up yet) and the output directory, claimed for
+    this configuration, locked for this run until the block ends (``OutputDir.lock``) and cleared of
+    the temporary files a killed run left. Raises ``FingerprintMismatch`` if ``config.out`` holds
+    another configuration, ``OutputBusy`` if another run holds it."""
+    urls = plan(inputs, config.input, exclude=config.out)
     worker = ShardWorker(config, with_model=with_model, progress=progress)
     out = OutputDir(config.out)
     out.claim(worker.fingerprint)
-    out.remove_orphans(shard_name(url) for url in urls)
-    return urls, worker, out
+    with out.lock():
+        out.remove_orphans(shard_name(url) for url in urls)
+        yield urls, worker, out
 
 
 class ShardWorker:
@@ -117,27 +125,30 @@ class ShardWorker:
 
     def process(self, url: str, out: OutputDir) -> ShardResult:
         """Process one shard unless already done; a shard that cannot be read is reported, not raised."""
-        shard, changed = shard_name(url), ""
+        shard, changed, damaged = shard_name(url), "", ""
         try:
-            marker, changed = finished(url, out)
+            marker, changed, damaged = finished(url, out)
             if marker is not None:
                 return ShardResult(shard, "skipped", marker)
             if changed:
                 log.warning("shard %s: its input %s changed since it was done (%s); redoing it", shard, url, changed)
+            if damaged:
+                log.warning("shard %s was done but %s; redoing it", shard, damaged)
+            if changed or damaged:
                 out.undo(shard)  # until the new marker is written, readers of the outputs skip the shard
             out.remove_orphans([shard])  # a killed earlier attempt's temporary files (a requeued shard)
         except (OSError, ShardCollision) as err:  # the input vanished, the output cannot be read, a collision
-            return self._failed(shard, err, changed)
+            return self._failed(shard, err, changed, damaged)
         self.setup()  # outside the per-shard guard: an engine that cannot start stops the run
         try:
-            return ShardResult(shard, "done", self._process(url, shard, out), changed=changed)
+            return ShardResult(shard, "done", self._process(url, shard, out), changed=changed, damaged=damaged)
         except Exception as err:  # a bad shard must not stop the run: report it and go on
-            return self._failed(shard, err, changed)
+            return self._failed(shard, err, changed, damaged)
 
-    def _failed(self, shard: str, err: Exception, changed: str) -> ShardResult:
+    def _failed(self, shard: str, err: Exception, changed: str = "", damaged: str = "") -> ShardResult:
         log.error("shard %s failed: %s: %s", shard, type(err).__name__, err)
         log.debug("shard %s failed", shard, exc_info=True)
-        return ShardResult(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed)
+        return ShardResult(shard, "failed", error=f"{type(err).__name__}: {err}", changed=changed, damaged=damaged)
 
     def _process(self, url: str, shard: str, out: OutputDir) -> dict:
         """Run ``ShardSteps`` over ``url`` in three stages joined by bounded queues
@@ -172,8 +183,7 @@ class ShardWorker:
             }
             if self.with_model:
                 stats |= steps.tagged.as_dict()
-            writer.commit(stats)
-        return stats
+            return writer.commit(stats)
 
 
 class RecordChunk:

@@ -17,15 +17,16 @@ log = logging.getLogger(__name__)
 def run(inputs: Sequence[str], config: RunConfig, with_model: bool = True, progress: bool = True) -> RunSummary:
     """Process every input shard into ``config.out``; failed shards are reported, not raised.
 
-    Raises ``FingerprintMismatch`` before any work if ``config.out`` holds another configuration.
+    Raises ``FingerprintMismatch`` before any work if ``config.out`` holds another configuration,
+    ``OutputBusy`` if another run is writing to it.
     """
-    urls, worker, out = start_run(inputs, config, with_model, progress)
     summary = RunSummary()
-    try:
-        for url in tqdm(urls, desc="shards", unit="shard", disable=not progress):
-            result = worker.process(url, out)
-            log.info("%s: %s", result.shard, result.status)
-            summary.shards.append(result)
-    finally:
-        worker.teardown()
+    with start_run(inputs, config, with_model, progress) as (urls, worker, out):
+        try:
+            for url in tqdm(urls, desc="shards", unit="shard", disable=not progress):
+                result = worker.process(url, out)
+                log.info("%s: %s", result.shard, result.status)
+                summary.shards.append(result)
+        finally:
+            worker.teardown()
     return summary

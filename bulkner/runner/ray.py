@@ -147,12 +147,18 @@ def run(
     the cluster never gets the GPUs a replica needs.
     """
     ray = import_ray()
-    urls, _, out = start_run(inputs, config, with_model)  # the replicas build their own workers
+    with start_run(inputs, config, with_model) as (urls, _, out):  # the replicas build their own workers
+        return _run(ray, urls, out, config, with_model, ray_config, progress)
+
+
+def _run(ray, urls: list[str], out: OutputDir, config: RunConfig, with_model: bool, ray_config: RayConfig,
+         progress: bool) -> RunSummary:
+    """``run`` once the output directory is claimed and locked."""
     summary = RunSummary()
     todo = []
     for url in urls:  # changed inputs are redone (and said so) by the actor's ShardWorker.process
         try:
-            marker, _ = finished(url, out)
+            marker, _, _ = finished(url, out)
         except OSError:  # the input vanished: the actor reports the shard failed
             marker = None
         except ShardCollision as err:

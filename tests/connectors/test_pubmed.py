@@ -431,3 +431,32 @@ def test_numbers_are_checked_before_they_reach_arrow(tmp_path: Path, pmid: str, 
     else:
         assert (first.stage, first.reason) == ("read", reason)
     assert isinstance(deletion, Reject if len(pmid) > 19 or pmid == "0" else Tombstone)
+
+
+def test_a_record_tag_inside_cdata_or_a_comment_is_text(shared_data: Path, tmp_path: Path) -> None:
+    """Issue 26, case 9: CDATA holding ``</PubmedArticle>`` lost a well-formed record and added
+    spurious rejects; a comment holding one between records did too."""
+    data = gzip.decompress((shared_data / "pubmed" / "pmparser" / "updatefiles" / "pubmed26n1335.xml.gz").read_bytes())
+    at = data.index(b"<AbstractText")
+    at = data.index(b">", at) + 1
+    cdata = b"<![CDATA[x < y </PubmedArticle> <PubmedArticle> ]]>"
+    second = data.index(b"<PubmedArticle>", data.index(b"</PubmedArticle>"))
+    edited = data[:at] + cdata + data[at:second] + b"<!-- </PubmedArticleSet> <PubmedArticle> -->" + data[second:]
+    path = tmp_path / "cdata.xml"
+    path.write_bytes(edited)
+    before, after = (_split(list(read_pubmed(str(p)))) for p in (shared_data / "pubmed" / "pmparser" / "updatefiles" / "pubmed26n1335.xml.gz", path))
+    assert not after[2] and len(after[0]) == len(before[0]) and len(after[1]) == len(before[1])
+    texts = [p.text for d in after[0] for p in d.passages]
+    assert any(t.startswith("x < y </PubmedArticle> <PubmedArticle>") for t in texts)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_or_utf32_file_reads_as_its_utf8_original(shared_data: Path, tmp_path: Path, encoding: str) -> None:
+    """Issue 26, case 9: a UTF-16 file was one file-level reject for all its records (exit 3)."""
+    original = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
+    text = gzip.decompress(original.read_bytes()).decode("utf-8")
+    assert text.startswith('<?xml version="1.0" encoding="utf-8"?>') or "encoding=" in text[:100]
+    text = re.sub(r'encoding="[^"]+"', f'encoding="{encoding.upper()}"', text, count=1)
+    wide = tmp_path / f"wide-{encoding}.xml"
+    wide.write_bytes(text.encode(encoding))  # utf-16/utf-32 write a byte order mark; utf-16-be none
+    assert list(read_pubmed(str(wide))) == list(read_pubmed(str(original)))

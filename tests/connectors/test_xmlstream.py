@@ -16,6 +16,7 @@ from bulkner.connectors.xmlstream import (END_OF_INPUT, INT32_MAX, MAX_REPAIRS, 
 RECORDS = frozenset({"PubmedArticle", "DeleteCitation"})
 A = b"<PubmedArticle><PMID>1</PMID></PubmedArticle>"
 B = b'<PubmedArticle a="x"><MedlineCitation><PMID>2</PMID></MedlineCitation></PubmedArticle >'
+C = b"<PubmedArticle><PMID>3</PMID><T><![CDATA[a </PubmedArticle> <PubmedArticle> ]] ]>]]></T></PubmedArticle>"
 
 
 class Trickle(io.RawIOBase):
@@ -61,6 +62,11 @@ CASES = [  # (what follows HEAD, the chunks as (tag, data, cut))
       ("PubmedArticle", A, None)]),
     (b"<PubmedArticleSetX/>" + A + b"</PubmedArticleSet>",  # a longer name is not the root's
      [(None, b"<PubmedArticleSetX/>", "stray content between records"), ("PubmedArticle", A, None)]),
+    # issue 26, case 9: record tags inside CDATA, comments and PIs are text, not markup
+    (C + b"<!-- <PubmedArticle> </PubmedArticleSet> -->" + B + b"</PubmedArticleSet>",
+     [("PubmedArticle", C, None), ("PubmedArticle", B, None)]),
+    (A + b"<?pi </PubmedArticle> ?>" + B + b"</PubmedArticleSet>", [("PubmedArticle", A, None), ("PubmedArticle", B, None)]),
+    (C[:40], [("PubmedArticle", C[:40], END_OF_INPUT)]),  # the input ends inside the CDATA section
 ]
 
 

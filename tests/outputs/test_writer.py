@@ -24,7 +24,8 @@ def test_shard_tables_then_marker(tmp_path):
     }
     assert out.done("s1") is None
     write_tables(out, "s1", tables, {"documents": 1})
-    assert out.done("s1") == {"documents": 1}
+    assert out.done("s1") == {"documents": 1, "rows": {"documents": 2, "tombstones": 1, "rejects": 1}}
+    assert out.damage("s1", out.done("s1")) == ""
     docs = pq.read_table(tmp_path / "out" / "documents" / "s1.parquet")
     assert docs.schema.equals(TABLES["documents"])
     assert docs.column("passage_label").to_pylist() == [None, "METHODS"]
@@ -92,7 +93,8 @@ def test_object_stores_are_written_in_place(tmp_path):
     memory = fsspec.filesystem("memory")
     names = sorted(p.rsplit("/", 1)[1] for p in memory.find(f"/{tmp_path.name}/out"))
     assert names == ["_fingerprint.json", "s.json", "s.parquet"]
-    assert OutputDir(url).done("s") == {"n": 1}
+    assert OutputDir(url).done("s") == {"n": 1, "rows": {"tombstones": 1}}
+    assert OutputDir(url).damage("s", OutputDir(url).done("s")) == ""  # footers read through the fsspec file system
 
 
 def test_orphans_of_the_shards_to_process_are_removed(tmp_path):
