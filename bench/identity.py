@@ -5,8 +5,8 @@
 
 Writes a file of ``--size-gib`` GiB (real gzipped PubMed bytes repeated) in a temporary folder and
 times, on it, one plain read in 8 MiB pieces and ``content_hash`` (blake2b, streamed); the file was
-just written, so both read from the page cache: this is the hash's CPU cost. Then times ``content_hash`` against
-``bulkner split`` (no model) of the real ``medline16n0902.xml.gz`` (0.65 MB, 604 citations): the
+just written, so both read from the page cache: this is the hash's CPU cost. Then times
+``content_hash`` against ``bulkner split`` (no model) of the real ``medline16n0902.xml.gz`` (0.65 MB, 604 citations): the
 hash's share of the cheapest run there is (tagging costs 100x more). Prints one JSON line.
 """
 

@@ -24,7 +24,7 @@ import hashlib
 
 from pyarrow import fs as pafs
 
-from bulkner.connectors.fs import filesystem, location, open_random_access
+from bulkner.connectors.fs import filesystem, open_random_access
 
 MIB = 1 << 20
 HASH_CHUNK = 8 * MIB
@@ -74,11 +74,11 @@ def same_content(recorded: dict, url: str, size: int) -> bool:
     return head_tail_hash(url, size) == recorded["blake2b_head_tail"]
 
 
-def other_file(recorded_input: str | None, recorded: dict | None, url: str) -> bool:
-    """Whether ``url`` is another file than the input a marker records (``recorded_input``, its
-    identity ``recorded``): another place and another content. The same input moved or copied
-    elsewhere (a mirror that moved) is the same file; a marker without an identity is trusted."""
-    if not recorded_input or not recorded or location(recorded_input) == location(url):
+def other_file(recorded: dict | None, url: str) -> bool:
+    """Whether ``url``, found at another place than the input a marker records, is another file:
+    another content than ``recorded`` (the same input moved or copied elsewhere, a mirror that
+    moved, is the same file); a marker without an identity is trusted."""
+    if not recorded:
         return False
     size, _ = _stat(url)
     return size != recorded["size"] or not same_content(recorded, url, size)

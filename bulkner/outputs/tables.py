@@ -3,8 +3,8 @@
 A shard counts once its completion marker (``OUT/_done/<shard>.json``) is written; that is the
 last file of a shard, and a shard being redone loses its marker first. A finished shard whose
 table file is missing, truncated or holds other row counts than its marker records is refused
-(``DamagedShard``), never read in part; ``verify`` lists every such shard, and a rerun redoes them. Works on local paths and
-object-store URLs, like ``OutputDir``.
+(``DamagedShard``), never read in part; ``verify`` lists every such shard, and a rerun redoes
+them. Works on local paths and object-store URLs, like ``OutputDir``.
 """
 
 from __future__ import annotations

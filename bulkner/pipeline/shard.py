@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from bulkner.config import InputConfig, RunConfig
 from bulkner.connectors.discover import LatestRecords, discover
-from bulkner.connectors.fs import shard_name
+from bulkner.connectors.fs import location, shard_name
 from bulkner.connectors.identity import change, input_identity, other_file
 from bulkner.fingerprint import fingerprint
 from bulkner.outputs.writer import (
+    SPLIT_TABLES,
     OutputDir,
     ShardWriter,
     documents_table,
@@ -65,17 +66,20 @@ def finished(url: str, out: OutputDir) -> tuple[dict | None, str, str]:
     tables are whole (None when not); why it must be redone although it was done: its input changed
     since (``identity.change``), its tables do not match the marker (``OutputDir.damage``), else ``""``.
 
-    Raises ``ShardCollision`` when the shard was done from another file (``identity.other_file``):
-    redoing it would silently replace that file's documents.
+    Raises ``ShardCollision`` when the shard was done from another file (another place and, by
+    ``identity.other_file``, another content): redoing it would silently replace that file's
+    documents.
     """
     shard = shard_name(url)
     marker = out.done(shard)
     if marker is None:
         return None, "", ""
-    if other_file(marker.get("input"), marker.get("input_identity"), url):
+    recorded = marker.get("input_identity")
+    elsewhere = bool(marker.get("input")) and location(marker["input"]) != location(url)
+    if elsewhere and other_file(recorded, url):
         raise ShardCollision(f"shard {shard!r} of {out.root} was done from {marker['input']}; {url} is another file "
                              "with the same shard name (rename one, or write it to another --out)")
-    changed = change(marker.get("input_identity"), url)
+    changed = "" if elsewhere else change(recorded, url)  # elsewhere: its content was just found the same
     damaged = "" if changed else out.damage(shard, marker)
     return (None, changed, damaged) if changed or damaged else (marker, "", "")
 
@@ -158,7 +162,7 @@ class ShardWorker:
         started = time.perf_counter()
         identity = input_identity(url)  # before reading: an input changed while read is redone next run
         records = LatestRecords(url, self.config.input)
-        tables = ["documents", "sentences", "tombstones", "rejects"] + (["entities"] if self.with_model else [])
+        tables = SPLIT_TABLES + (("entities",) if self.with_model else ())
         depth = self.config.queue_batches
         bar = tqdm(total=0, desc=shard, unit="sent", disable=not self.progress, leave=False)
         with out.shard_writer(shard, {name: TABLES[name] for name in tables}) as writer, bar:
