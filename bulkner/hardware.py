@@ -1,8 +1,10 @@
 """What the machine's CPU can do, read once from ``/proc/cpuinfo``: AVX2 decides whether vLLM's
-CPU build runs, native bf16 decides training autocast and vLLM's dtype on CPU."""
+CPU build runs, native bf16 decides training autocast and vLLM's dtype on CPU. Also how the
+process gives freed memory back to the system (``release_free_memory``)."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import platform
 from pathlib import Path
@@ -45,3 +47,25 @@ def cpu_has_bf16() -> bool:
 def cpu_model() -> str:
     """The CPU's model name, or the platform's word for it."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the pages the C heap holds free back to the system (glibc ``malloc_trim``).
+
+    A large record's parse tree is many small allocations; once freed, its pages stay with the
+    heap of the thread that parsed it, and each thread has a heap of its own, so a shard read in one
+    thread and written in another would hold a big record's memory once per thread. Called after
+    each chunk is read and written; a no-op where the C library cannot do it.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

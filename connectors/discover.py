@@ -21,11 +21,12 @@ from lxml import etree
 
 from bulkner.config import InputConfig
 from bulkner.connectors.fs import ACCEPT_THREADS, expand_inputs, inside, open_input
+from bulkner.hardware import release_free_memory
 from bulkner.schema import Document, Reject, Tombstone
 
 Record = Document | Tombstone | Reject
 
-READER_VERSION = 2
+READER_VERSION = 3
 """Version of what the readers make of an input (all connectors and ``collect``); part of the run
 fingerprint. Bump it when a connector or ``collect`` changes the records an input gives."""
 
@@ -138,20 +139,21 @@ def read_records(url: str, options: InputConfig = InputConfig()) -> Iterator[Rec
     fmt = input_format(url, options)
     if fmt == EMPTY or is_empty(url):
         raise ValueError(f"{url} is empty (no content: a failed download or copy?)")
+    limit = options.max_record_bytes
     if fmt == "pubmed":
         from bulkner.connectors.pubmed import read_pubmed
 
-        return read_pubmed(url)
+        return read_pubmed(url, limit)
     if fmt == "pmc":
         from bulkner.connectors.jats import read_jats, read_jats_package
 
-        return read_jats_package(url) if url.lower().endswith(PACKAGES) else read_jats(url)
+        return (read_jats_package if url.lower().endswith(PACKAGES) else read_jats)(url, limit)
     from bulkner.connectors import generic
 
     if fmt == "text":
-        return generic.read_text(url)
+        return generic.read_text(url, limit)
     reader = generic.read_jsonl if fmt == "jsonl" else generic.read_parquet
-    return reader(url, options.id_field, options.text_field)
+    return reader(url, options.id_field, options.text_field, limit)
 
 
 class LatestRecords:
@@ -182,6 +184,7 @@ class LatestRecords:
                 self.last[record.doc_id] = position
         self.documents = sum(is_document.values())
         self.tombstones = len(is_document) - self.documents
+        release_free_memory()  # what the first pass parsed; the second runs in another thread
 
     def __iter__(self) -> Iterator[Record]:
         for position, record in enumerate(read_records(self.url, self.options)):

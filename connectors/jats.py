@@ -42,6 +42,7 @@ from typing import BinaryIO, NamedTuple
 
 from lxml import etree
 
+from bulkner.config import MAX_RECORD_BYTES
 from bulkner.connectors.fs import GunzipStream, open_input
 from bulkner.connectors.xmlstream import (INT64_MAX, MALFORMED, Chunk, Prolog, RecordError, RecordSplitter,
                                           bounded_int, normalise_text, parse_document, read_prolog, read_record, safe_parser)
@@ -339,7 +340,7 @@ def _lost(chunk: Chunk, where: str, error: RecordError) -> Reject:
 def _whole_article(splitter: RecordSplitter, prolog: Prolog, where: str) -> tuple[etree._Element, int] | Reject:
     """The article of a file whose root is ``<article>`` (parsed whole), or its reject."""
     try:
-        return parse_document(prolog.before + prolog.start_tag + splitter.rest(), safe_parser(), prolog.utf8)
+        return parse_document([prolog.before, prolog.start_tag, *splitter.rest()], safe_parser(), prolog.utf8)
     except MALFORMED as exc:
         return read_reject("malformed_xml", where, f"{type(exc).__name__}: {exc}")
     except RecordError as exc:
@@ -356,14 +357,15 @@ def _articles(splitter: RecordSplitter, prolog: Prolog, where: str) -> Iterator[
             yield _lost(chunk, where, exc)
 
 
-def iter_jats(stream: BinaryIO, where: str) -> Iterator[Document | Reject]:
+def iter_jats(stream: BinaryIO, where: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Reject]:
     """Articles of an open JATS stream. Each article of an article set is parsed on its own: a
     broken one is a reject and the next still reads; a broken single-article file is one
-    ``malformed_xml`` reject naming the file.
+    ``malformed_xml`` reject naming the file. An article over ``max_record`` bytes is a
+    ``record_too_large`` reject, read no further than that.
 
     Raises ``ValueError`` when the root element is not ``article`` or ``pmc-articleset``.
     """
-    splitter = RecordSplitter(stream)
+    splitter = RecordSplitter(stream, max_record)
     prolog = read_prolog(splitter, where, JATS_ROOTS, "JATS")
     if isinstance(prolog, Reject):
         yield prolog
@@ -387,7 +389,7 @@ def iter_jats(stream: BinaryIO, where: str) -> Iterator[Document | Reject]:
     logger.debug("%s: %s", where, dict(counts))
 
 
-def read_jats(url: str) -> Iterator[Document | Reject]:
+def read_jats(url: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Reject]:
     """Stream the documents and rejects of one JATS file (``.xml``/``.nxml``, ``.gz`` or not).
 
     Raises ``FileNotFoundError`` for a missing input and ``ValueError`` when the root element is
@@ -397,7 +399,7 @@ def read_jats(url: str) -> Iterator[Document | Reject]:
     one ``Reject`` naming the file. Bad bytes are repaired as in ``read_pubmed``.
     """
     with open_input(url) as stream:
-        yield from iter_jats(stream, url)
+        yield from iter_jats(stream, url, max_record)
 
 
 def _unsafe(member: tarfile.TarInfo) -> str | None:
@@ -433,18 +435,18 @@ class _MemberStream(io.RawIOBase):
         return len(data)
 
 
-def _member_articles(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> Iterator[Document | Reject]:
+def _member_articles(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, max_record: int) -> Iterator[Document | Reject]:
     """The documents and rejects of one article member (``.gz`` or not), read as a stream."""
     stream: BinaryIO = io.BufferedReader(_MemberStream(tar.extractfile(member)), buffer_size=1 << 16)
     if member.name.lower().endswith(".gz"):
         stream = io.BufferedReader(GunzipStream(stream), buffer_size=1 << 16)
     try:
-        yield from iter_jats(stream, where)
+        yield from iter_jats(stream, where, max_record)
     except ValueError as exc:  # one member that is not JATS does not spoil the package
         yield read_reject("unknown_root", where, str(exc))
 
 
-def iter_jats_package(stream: BinaryIO, url: str) -> Iterator[Document | Reject]:
+def iter_jats_package(stream: BinaryIO, url: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Reject]:
     """Articles of an open tar stream (plain or gzipped); a broken stream ends with a
     ``malformed_package`` reject after everything read before the break."""
     counts: Counter = Counter()
@@ -457,7 +459,7 @@ def iter_jats_package(stream: BinaryIO, url: str) -> Iterator[Document | Reject]
                 if why is not None:
                     items: Iterator[Document | Reject] = iter([read_reject("unsafe_member", where, f"{why}; not read")])
                 elif member.isfile() and member.name.lower().endswith(_MEMBER_SUFFIXES):
-                    items = _member_articles(tar, member, where)
+                    items = _member_articles(tar, member, where, max_record)
                 else:
                     logger.debug("%s: skipped, not an article file", where)
                     counts["skipped"] += 1
@@ -472,7 +474,7 @@ def iter_jats_package(stream: BinaryIO, url: str) -> Iterator[Document | Reject]
     logger.info("%s: %s", url, dict(counts))
 
 
-def read_jats_package(url: str) -> Iterator[Document | Reject]:
+def read_jats_package(url: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Reject]:
     """Stream the documents and rejects of a ``.tar.gz``/``.tgz``/``.tar`` package of articles.
 
     Members are read as streams, never extracted. Members named ``.xml``/``.nxml`` (``.gz`` or
@@ -483,4 +485,4 @@ def read_jats_package(url: str) -> Iterator[Document | Reject]:
     with open_input(url) as stream:
         if url.lower().endswith(".tgz"):  # our gunzip checks the CRC; tarfile's stream mode does not
             stream = io.BufferedReader(GunzipStream(stream), buffer_size=1 << 16)
-        yield from iter_jats_package(stream, url)
+        yield from iter_jats_package(stream, url, max_record)

@@ -20,6 +20,7 @@ from lxml import etree
 from bulkner.connectors.fs import open_input
 from bulkner.connectors.xmlstream import (INT32_MAX, INT64_MAX, Chunk, RecordError, RecordSplitter,
                                           bounded_int, normalise_text, read_prolog, read_record, safe_parser)
+from bulkner.config import MAX_RECORD_BYTES
 from bulkner.schema import Document, Passage, Reject, Tombstone, read_reject
 
 logger = logging.getLogger(__name__)
@@ -140,14 +141,15 @@ def _lost(chunk: Chunk, url: str, error: RecordError) -> list[Reject]:
     return [read_reject(error.reason, pmids[0] if pmids else where, detail)]
 
 
-def iter_pubmed(stream: BinaryIO, url: str) -> Iterator[Document | Tombstone | Reject]:
+def iter_pubmed(stream: BinaryIO, url: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Tombstone | Reject]:
     """Records of an open PubMed XML stream, each parsed on its own: a broken record (bad markup,
-    too many bad bytes, cut by the end of the input) is a reject and the next record still reads.
+    too many bad bytes, cut by the end of the input, over ``max_record`` bytes) is a reject and the
+    next record still reads.
 
     Raises ``ValueError`` when the root element is not ``PubmedArticleSet`` or
     ``MedlineCitationSet``; input with no readable root at all is one ``malformed_xml`` reject.
     """
-    splitter = RecordSplitter(stream)
+    splitter = RecordSplitter(stream, max_record)
     prolog = read_prolog(splitter, url, ROOTS, "PubMed")
     if isinstance(prolog, Reject):
         yield prolog
@@ -171,16 +173,17 @@ def iter_pubmed(stream: BinaryIO, url: str) -> Iterator[Document | Tombstone | R
     logger.info("%s: %s", url, dict(counts))
 
 
-def read_pubmed(url: str) -> Iterator[Document | Tombstone | Reject]:
+def read_pubmed(url: str, max_record: int = MAX_RECORD_BYTES) -> Iterator[Document | Tombstone | Reject]:
     """Stream the documents, tombstones and rejects of one PubMed XML file (``.gz`` or not).
 
     Raises ``FileNotFoundError`` for a missing input and ``ValueError`` when the root element is
     not ``PubmedArticleSet`` or ``MedlineCitationSet``. Each record that cannot be read (bad
-    markup, too many bad bytes, an out-of-range number, cut off by a truncated or corrupt file) is
+    markup, too many bad bytes, an out-of-range number, cut off by a truncated or corrupt file,
+    longer than ``max_record`` bytes: ``record_too_large``) is
     one ``Reject`` (one per PMID for a deletion list), named ``pmid:<n>`` when its bytes show a
     PMID, else ``<url>@<start>-<end>`` (byte offsets in the decompressed file); every other record
     still comes out. A record with a few invalid UTF-8 bytes or forbidden control characters is
     kept with each replaced by U+FFFD (logged, and counted as ``repaired``).
     """
     with open_input(url) as stream:
-        yield from iter_pubmed(stream, url)
+        yield from iter_pubmed(stream, url, max_record)

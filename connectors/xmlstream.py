@@ -7,7 +7,10 @@ byte would end the parse and lose every record after it. ``RecordSplitter`` find
 bytes by its start and end tags (a raw ``<`` is always markup in XML, so no parse is needed), and
 each record is parsed on its own, with the file's prolog (declaration, DOCTYPE, root start tag)
 around it so that it reads exactly as it would inside the file. A broken record costs that record
-only, and memory stays bounded by one record. Comments, CDATA sections and processing
+only, and memory stays bounded by one record: a record (or stray stretch) longer than the size
+limit (``--max-record-mb``) is not buffered past it, and becomes a ``record_too_large`` reject
+named from its first bytes. Records are fed to the parser piece by piece, so their bytes are held
+once, beside their tree. Comments, CDATA sections and processing
 instructions are skipped whole while cutting: a record tag written inside one is text, not markup.
 A UTF-16 or UTF-32 file (told by its byte order mark, or by its first characters ``<?`` without
 one) is decoded to UTF-8 as it streams and its declared encoding rewritten, so it reads like the
@@ -17,15 +20,17 @@ same file in UTF-8; the byte offsets of its rejects are those of the UTF-8 strea
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO, NamedTuple
 
 from lxml import etree
 
+from bulkner.config import MAX_RECORD_BYTES
 from bulkner.schema import Reject, read_reject
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,8 @@ END_OF_INPUT = "end of input"
 """How ``Chunk.cut`` starts for a record the readable input ends inside: a truncated file, or a
 read error (corrupt gzip data) after which nothing more can be read."""
 
+HEAD_BYTES = 1 << 16
+"""Bytes kept of a record over the size limit: enough for the id that names its reject."""
 _BLOCK = 1 << 20
 _SLACK = 64
 """Bytes re-scanned after each read: longer than any tag name we look for."""
@@ -107,9 +114,9 @@ class Prolog(NamedTuple):
     utf8: bool
     """Whether the file is UTF-8 (declared or by default): only then are bad bytes repaired."""
 
-    def wrap(self, record: bytes) -> bytes:
-        """A standalone document holding ``record`` the way the file holds it."""
-        return b"".join((self.before, self.start_tag, record, self.end_tag))
+    def wrap(self, record: bytes) -> tuple[bytes, ...]:
+        """The pieces of a standalone document holding ``record`` the way the file holds it."""
+        return self.before, self.start_tag, record, self.end_tag
 
 
 class Chunk(NamedTuple):
@@ -121,9 +128,15 @@ class Chunk(NamedTuple):
     end: int
     """Offset after the last byte."""
     data: bytes
+    """Its bytes; only the first ``HEAD_BYTES`` of them when it is over the size limit."""
     cut: str | None = None
     """Why the record ends without its end tag (``END_OF_INPUT``, the tag found instead, a read
     error); None when it ends with it."""
+
+    @property
+    def whole(self) -> bool:
+        """False when ``data`` holds only the first bytes of a chunk over the size limit."""
+        return len(self.data) == self.end - self.start
 
 
 def _blank(data: bytes) -> bool:
@@ -168,17 +181,30 @@ def _repair(document: bytes) -> tuple[bytes, int]:
     return fixed, invalid + controls + refs
 
 
-def parse_document(document: bytes, parser: etree.XMLParser, utf8: bool) -> tuple[etree._Element, int]:
-    """Parse a standalone document; one that is not well-formed only because of invalid UTF-8 or
-    forbidden characters is parsed again with each of them replaced by U+FFFD.
+def _feed(pieces: Iterable[bytes], parser: etree.XMLParser) -> etree._Element:
+    """The root of the document made of ``pieces``, fed to ``parser`` one by one (never joined)."""
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+        return parser.close()
+    except etree.XMLSyntaxError:
+        with contextlib.suppress(etree.XMLSyntaxError):
+            parser.close()  # ready for the next document
+        raise
+
+
+def parse_document(pieces: Sequence[bytes], parser: etree.XMLParser, utf8: bool) -> tuple[etree._Element, int]:
+    """Parse a standalone document given in pieces; one that is not well-formed only because of
+    invalid UTF-8 or forbidden characters is parsed again with each of them replaced by U+FFFD.
 
     Returns the root element and the number of replacements. Raises the first parse's
     ``etree.XMLSyntaxError`` when repairing does not help, and ``RecordError`` (``bad_encoding``)
     when it would take more than ``MAX_REPAIRS`` replacements.
     """
     try:
-        return etree.fromstring(document, parser), 0
+        return _feed(pieces, parser), 0
     except etree.XMLSyntaxError as exc:
+        document = b"".join(pieces)
         fixed, repairs = _repair(document) if utf8 else (document, 0)
         if not repairs:
             raise
@@ -186,7 +212,7 @@ def parse_document(document: bytes, parser: etree.XMLParser, utf8: bool) -> tupl
             raise RecordError("bad_encoding", f"{repairs} invalid bytes or characters (at most {MAX_REPAIRS} are "
                                               f"replaced): {exc}") from None
         try:
-            return etree.fromstring(fixed, parser), repairs
+            return _feed((fixed,), parser), repairs
         except etree.XMLSyntaxError:
             raise exc from None
 
@@ -196,11 +222,14 @@ def read_record(prolog: Prolog, chunk: Chunk, parser: etree.XMLParser) -> tuple[
 
     Raises ``RecordError``: ``malformed_xml`` for stray content and for a record that is not
     well-formed or that the readable input ends inside (the detail then starts with how it was
-    cut: ``end of input...``), ``bad_encoding`` (see ``parse_document``).
+    cut: ``end of input...``), ``bad_encoding`` (see ``parse_document``), ``record_too_large``
+    for a record over the size limit.
     """
     if chunk.tag is None:
         excerpt = chunk.data[:80].decode("utf-8", errors="replace")
         raise RecordError("malformed_xml", f"{chunk.cut}: {excerpt!r}")
+    if not chunk.whole:
+        raise too_large(chunk.end - chunk.start)
     try:
         root, repairs = parse_document(prolog.wrap(chunk.data), parser, prolog.utf8)
     except etree.XMLSyntaxError as exc:
@@ -210,6 +239,11 @@ def read_record(prolog: Prolog, chunk: Chunk, parser: etree.XMLParser) -> tuple[
     return root[0], repairs
 
 
+def too_large(size: int) -> RecordError:
+    """The error of a record of ``size`` bytes or more, over the size limit."""
+    return RecordError("record_too_large", f"{size:,} bytes or more: over the record size limit (--max-record-mb)")
+
+
 class RecordSplitter:
     """Cuts an XML byte stream into its top-level records without parsing them.
 
@@ -217,11 +251,17 @@ class RecordSplitter:
     per element named in ``records`` directly under the root, and one per stretch of stray content
     between them. A record ends at its end tag or, when that is missing, where the next record or
     the root's end tag starts; the end of the input or a read error ends the last one. Memory
-    holds one record and one block of input.
+    holds one record and one block of input: a chunk that grows past ``max_record`` bytes keeps
+    only its first ``HEAD_BYTES`` (``Chunk.whole`` is then False) while the rest is scanned for
+    its end.
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, max_record: int = MAX_RECORD_BYTES) -> None:
         self.stream = stream
+        self.max_record = max_record
+        self._head_size = min(HEAD_BYTES, max_record)
+        self._head: tuple[int, bytes] | None = None
+        """(offset, first bytes) of the chunk over the size limit being scanned, if any."""
         self._read: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
         """``read1`` where the stream has it: a read error then loses no byte decompressed before it."""
         self.encoding: str | None = None
@@ -317,13 +357,16 @@ class RecordSplitter:
         self.buf[:] = decoder.decode(bytes(self.buf)).encode("utf-8")
         logger.info("input is %s: decoded to UTF-8 as it is read", encoding.upper())
 
-    def rest(self) -> bytes:
-        """The rest of the input after the root's start tag, read whole (a file whose root is its
-        only record)."""
-        blocks = [bytes(self.buf)]
+    def rest(self) -> list[bytes]:
+        """The rest of the input after the root's start tag, in blocks (a file whose root is its
+        only record). Raises ``RecordError`` (``record_too_large``) once it is over the size limit."""
+        blocks, size = [bytes(self.buf)], len(self.buf)
         while block := self._read(_BLOCK):
+            size += len(block)
+            if size > self.max_record:
+                raise too_large(size)
             blocks.append(block)
-        return b"".join(blocks)
+        return blocks
 
     def chunks(self, records: frozenset[str]) -> Iterator[Chunk]:
         """The record chunks (and stray content) under the root, in file order; call ``prolog``
@@ -369,7 +412,7 @@ class RecordSplitter:
                 closing = match.group(1) is not None
                 return closing, match.group(1 if closing else 2), self.base + match.start(), self.base + match.end()
             pos = max(pos, self.base + len(self.buf) - _SLACK)
-            if not self._more_or_end(keep):
+            if not self._more_or_end(keep, pos):
                 return None
 
     def _skip(self, terminator: bytes, pos: int, keep: int) -> int | None:
@@ -377,13 +420,19 @@ class RecordSplitter:
         None when the readable input ends first."""
         while (i := self.buf.find(terminator, pos - self.base)) < 0:
             pos = max(pos, self.base + len(self.buf) - len(terminator) + 1)
-            if not self._more_or_end(keep):
+            if not self._more_or_end(keep, pos):
                 return None
         return self.base + i + len(terminator)
 
-    def _more_or_end(self, keep: int) -> bool:
-        """``_more`` from offset ``keep``; at the end of the readable input False, with ``self.cut``
-        saying how it ended (a read error too)."""
+    def _more_or_end(self, keep: int, pos: int) -> bool:
+        """``_more`` from offset ``keep`` (the start of the chunk being cut); at the end of the
+        readable input False, with ``self.cut`` saying how it ended (a read error too). A chunk
+        over the size limit keeps its first bytes aside and is buffered only from ``pos`` on (where
+        the scan goes on)."""
+        if self.base + len(self.buf) - keep > self.max_record:
+            if self._head is None or self._head[0] != keep:
+                self._head = keep, self._bytes(keep, keep + self._head_size)
+            keep = pos
         try:
             if self._more(keep - self.base):
                 return True
@@ -393,8 +442,12 @@ class RecordSplitter:
         return False
 
     def _bytes(self, start: int, end: int | None = None) -> bytes:
-        """The buffered bytes from offset ``start`` to offset ``end`` (the buffer's end if None)."""
-        return bytes(self.buf[start - self.base : None if end is None else end - self.base])
+        """The buffered bytes from offset ``start`` to offset ``end`` (the buffer's end if None);
+        only the first bytes of a chunk over the size limit (``Chunk.whole``)."""
+        if start < self.base and self._head is not None and self._head[0] == start:
+            return self._head[1]  # the rest is no longer buffered
+        begin, stop = start - self.base, len(self.buf) if end is None else end - self.base
+        return bytes(self.buf[begin : stop if stop - begin <= self.max_record else begin + self._head_size])
 
     def _chunk(self, tag: bytes, start: int, end: int, cut: str | None) -> Chunk:
         return Chunk(tag.decode(), start, end, self._bytes(start, end), cut)

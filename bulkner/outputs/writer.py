@@ -23,7 +23,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -317,54 +319,35 @@ class ShardWriter:
                     self.out.fs.delete_file(self.files[name])
 
 
+def _table(name: str, items: Sequence, columns: dict[str, Callable[[Any], Any]]) -> pa.Table:
+    """Table ``name`` with one row per item, built a column at a time (``columns`` gives each
+    column's value of an item): no dict per row, so a chunk's table costs about its values' size."""
+    schema = TABLES[name]
+    return pa.Table.from_arrays([pa.array([columns[f.name](x) for x in items], f.type) for f in schema], schema=schema)
+
+
 def documents_table(documents: Sequence[Document], source: str) -> pa.Table:
-    rows = [
-        {
-            "doc_id": d.doc_id,
-            "doc_version": d.version,
-            "source": source,
-            "passage_index": i,
-            "passage_kind": p.kind,
-            "passage_label": p.label,
-            "passage_category": p.category,
-            "language": p.language,
-            "text": p.text,
-            "pmid": d.pmid,
-            "doi": d.doi,
-            "license": d.license,
-        }
-        for d in documents
-        for i, p in enumerate(d.passages)
-    ]
-    return pa.Table.from_pylist(rows, schema=TABLES["documents"])
+    passages = [(d, i, p) for d in documents for i, p in enumerate(d.passages)]
+    return _table("documents", passages, {
+        "doc_id": lambda r: r[0].doc_id, "doc_version": lambda r: r[0].version, "source": lambda r: source,
+        "passage_index": lambda r: r[1], "passage_kind": lambda r: r[2].kind, "passage_label": lambda r: r[2].label,
+        "passage_category": lambda r: r[2].category, "language": lambda r: r[2].language, "text": lambda r: r[2].text,
+        "pmid": lambda r: r[0].pmid, "doi": lambda r: r[0].doi, "license": lambda r: r[0].license,
+    })
 
 
 def sentences_table(sentences: Sequence[Sentence]) -> pa.Table:
-    columns = ("doc_id", "doc_version", "passage_index", "sentence_index", "start", "end", "text")
-    rows = [{c: getattr(s, c) for c in columns} for s in sentences]
-    return pa.Table.from_pylist(rows, schema=TABLES["sentences"])
+    return _table("sentences", sentences, {f.name: attrgetter(f.name) for f in TABLES["sentences"]})
 
 
 def entities_table(entities: Sequence[Entity], source: str) -> pa.Table:
-    rows = []
-    for e in entities:
-        s = e.sentence
-        text = s.text[e.start - s.start : e.end - s.start]
-        rows.append(
-            {
-                "doc_id": s.doc_id,
-                "doc_version": s.doc_version,
-                "passage_index": s.passage_index,
-                "sentence_index": s.sentence_index,
-                "start": e.start,
-                "end": e.end,
-                "text": text,
-                "type": e.type,
-                "score": e.score,
-                "source": source,
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=TABLES["entities"])
+    return _table("entities", entities, {
+        "doc_id": lambda e: e.sentence.doc_id, "doc_version": lambda e: e.sentence.doc_version,
+        "passage_index": lambda e: e.sentence.passage_index, "sentence_index": lambda e: e.sentence.sentence_index,
+        "start": attrgetter("start"), "end": attrgetter("end"),
+        "text": lambda e: e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start],
+        "type": attrgetter("type"), "score": attrgetter("score"), "source": lambda e: source,
+    })
 
 
 def tombstones_table(tombstones: Sequence[Tombstone], source: str) -> pa.Table:

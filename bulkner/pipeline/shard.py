@@ -20,6 +20,7 @@ from bulkner.connectors.discover import LatestRecords, discover
 from bulkner.connectors.fs import location, shard_name
 from bulkner.connectors.identity import change, input_identity, other_file
 from bulkner.fingerprint import fingerprint
+from bulkner.hardware import release_free_memory
 from bulkner.outputs.writer import (
     SPLIT_TABLES,
     OutputDir,
@@ -239,6 +240,7 @@ class ShardSteps:
     def prepare(self) -> Iterator[Batch | RecordChunk]:
         """Stage 1 (CPU): read and segment a chunk, build its batches' prompts one batch at a time."""
         for records in batched(self.records, CHUNK_RECORDS):
+            release_free_memory()  # the records' parse trees are freed
             chunk = RecordChunk(records, self.max_sentence_chars)
             self.bar.total += len(chunk.sentences)
             self.bar.refresh()
@@ -261,6 +263,7 @@ class ShardSteps:
             self.bar.update(item.size)
             return
         item.write(self.writer, with_entities=self.tagger is not None)
+        release_free_memory()
         if self.tagger is None:
             self.bar.update(len(item.sentences))
         self.counts.update(documents=len(item.documents), sentences=len(item.sentences),

@@ -149,6 +149,23 @@ def test_a_text_file_is_one_document_with_its_text_unchanged(tmp_path):
     assert [r.reason for r in records(tmp_path / "bad.txt") + records(tmp_path / "blank.txt.gz")] == ["invalid_utf8", "no_text"]
 
 
+def test_a_record_over_the_size_limit_is_a_reject_in_every_format(tmp_path):
+    """Issue 26, case 8: a JSONL line, a text file or a Parquet text over ``max_record_mb`` is one
+    ``record_too_large`` reject; the JSONL line is skipped without being held, the next one reads."""
+    (pmid1, text1), (pmid2, text2) = ncbi_abstracts(2)
+    long = " ".join([text1] * ((1 << 20) // len(text1) + 1))
+    lines = [{"id": f"pmid:{pmid1}", "text": text1}, {"id": "long", "text": long}, {"id": f"pmid:{pmid2}", "text": text2}]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    got = records(tmp_path / "docs.jsonl", max_record_mb=1)
+    assert [d.doc_id for d in got if isinstance(d, Document)] == [f"pmid:{pmid1}", f"pmid:{pmid2}"]
+    assert [(r.reason, r.record) for r in got if isinstance(r, Reject)] == [("record_too_large", f"{tmp_path / 'docs.jsonl'}:2")]
+    assert [d.doc_id for d in records(tmp_path / "docs.jsonl", max_record_mb=2)] == [f"pmid:{pmid1}", "text:long", f"pmid:{pmid2}"]
+    (tmp_path / "long.txt").write_text(long)
+    assert [r.reason for r in records(tmp_path / "long.txt", max_record_mb=1)] == ["record_too_large"]
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [text1, long]}), tmp_path / "docs.parquet")
+    assert [getattr(r, "reason", "document") for r in records(tmp_path / "docs.parquet", max_record_mb=1)] == ["document", "record_too_large"]
+
+
 def test_split_a_jsonl_file_through_the_cli(tmp_path):
     docs = ncbi_abstracts(3)
     path = tmp_path / "abstracts.jsonl"

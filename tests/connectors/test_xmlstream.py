@@ -10,8 +10,8 @@ import pytest
 from lxml import etree
 
 from bulkner.connectors.fs import open_input
-from bulkner.connectors.xmlstream import (END_OF_INPUT, INT32_MAX, MAX_REPAIRS, Chunk, RecordError, RecordSplitter,
-                                          bounded_int, parse_document, read_record, safe_parser)
+from bulkner.connectors.xmlstream import (END_OF_INPUT, HEAD_BYTES, INT32_MAX, MAX_REPAIRS, Chunk, RecordError,
+                                          RecordSplitter, bounded_int, parse_document, read_record, safe_parser)
 
 RECORDS = frozenset({"PubmedArticle", "DeleteCitation"})
 A = b"<PubmedArticle><PMID>1</PMID></PubmedArticle>"
@@ -114,6 +114,30 @@ def test_memory_holds_one_record_and_one_block() -> None:
     assert max(buffered[-100:]) <= 2 << 20  # and the large record is let go
 
 
+@pytest.mark.parametrize("inside", [b"y", b"<!-- c -->", b"<![CDATA[ ]]>"], ids=["text", "comments", "cdata"])
+def test_a_record_over_the_size_limit_is_never_held_whole(inside: bytes) -> None:
+    """Issue 26, case 8: a record past ``max_record`` keeps only its first bytes while the rest is
+    scanned for its end (through comments and CDATA too); it reads as ``record_too_large`` and the
+    records after it read as before."""
+    import tracemalloc
+
+    record = b"<PubmedArticle><PMID>1</PMID><T>" + b"x" * 5000 + b"</T></PubmedArticle>"
+    big = b"<PubmedArticle><PMID>7</PMID><T>" + inside * ((10 << 20) // len(inside)) + b"</T></PubmedArticle>"
+    data = b"<PubmedArticleSet>" + record * 200 + big + record * 50 + b"</PubmedArticleSet>"
+    splitter = RecordSplitter(io.BufferedReader(Trickle(data, 1 << 16)), max_record=1 << 20)
+    prolog = splitter.prolog()
+    tracemalloc.start()
+    chunks = list(splitter.chunks(RECORDS))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20 < len(big) // 2  # the limit, a block and their copies; never the 10 MB record
+    assert [c.data for c in chunks] == [record] * 200 + [big[:HEAD_BYTES]] + [record] * 50
+    assert [c.whole for c in chunks].index(False) == 200 and chunks[200].end - chunks[200].start == len(big)
+    with pytest.raises(RecordError, match=f"{len(big):,} bytes or more: over the record size limit") as error:
+        read_record(prolog, chunks[200], safe_parser())
+    assert error.value.reason == "record_too_large"
+
+
 # --- repairs ------------------------------------------------------------------------------------
 
 REPAIRS = [  # (bytes in a text node, repairs, the text read)
@@ -131,18 +155,18 @@ REPAIRS = [  # (bytes in a text node, repairs, the text read)
 
 @pytest.mark.parametrize(("raw", "repairs", "text"), REPAIRS)
 def test_repairs(raw: bytes, repairs: int, text: str) -> None:
-    root, count = parse_document(b"<a>" + raw + b"</a>", safe_parser(), utf8=True)
+    root, count = parse_document([b"<a>" + raw + b"</a>"], safe_parser(), utf8=True)
     assert (root.text, count) == (text, repairs)
 
 
 def test_too_many_repairs_and_other_encodings_and_markup_errors_are_not_repaired() -> None:
     with pytest.raises(RecordError, match="17 invalid") as caught:
-        parse_document(b"<a>" + b"\xff" * (MAX_REPAIRS + 1) + b"</a>", safe_parser(), utf8=True)
+        parse_document([b"<a>" + b"\xff" * (MAX_REPAIRS + 1) + b"</a>"], safe_parser(), utf8=True)
     assert caught.value.reason == "bad_encoding"
     with pytest.raises(etree.XMLSyntaxError):
-        parse_document(b"<a>\x07</a>", safe_parser(), utf8=False)
+        parse_document([b"<a>\x07</a>"], safe_parser(), utf8=False)
     with pytest.raises(etree.XMLSyntaxError, match="Invalid bytes"):  # the first error, not the repaired one's
-        parse_document(b"<a>\xff</b>", safe_parser(), utf8=True)
+        parse_document([b"<a>\xff</b>"], safe_parser(), utf8=True)
 
 
 @pytest.mark.parametrize(("raw", "low", "high", "value"), [
