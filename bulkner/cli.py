@@ -188,6 +188,8 @@ FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, an
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."
 TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
+MAX_RECORD_HELP = ("Largest record read, in MiB of input (an XML article or citation, a JSONL line, a text file); "
+                   "a longer one is a record_too_large reject and is never held in memory whole.")
 
 
 @app.command()
@@ -197,6 +199,7 @@ def run(
     input_format: str = typer.Option(InputConfig.format, help=FORMAT_HELP),
     id_field: str = typer.Option(InputConfig.id_field, help=ID_FIELD_HELP),
     text_field: str = typer.Option(InputConfig.text_field, help=TEXT_FIELD_HELP),
+    max_record_mb: int = typer.Option(InputConfig.max_record_mb, help=MAX_RECORD_HELP),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     adapter: Optional[str] = typer.Option(None, help=ADAPTER_HELP),
     types: str = typer.Option(",".join(DEFAULT_TYPES), help=f"Comma-separated entity types; presets: {', '.join(PRESETS)}."),
@@ -237,7 +240,7 @@ def run(
         )
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
-            engine=engine_config, input=InputConfig(input_format, id_field, text_field), batch_sentences=batch_sentences,
+            engine=engine_config, input=InputConfig(input_format, id_field, text_field, max_record_mb), batch_sentences=batch_sentences,
             queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold,
         )
     except ValueError as err:
@@ -258,13 +261,14 @@ def split(
     input_format: str = typer.Option(InputConfig.format, help=FORMAT_HELP),
     id_field: str = typer.Option(InputConfig.id_field, help=ID_FIELD_HELP),
     text_field: str = typer.Option(InputConfig.text_field, help=TEXT_FIELD_HELP),
+    max_record_mb: int = typer.Option(InputConfig.max_record_mb, help=MAX_RECORD_HELP),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Read and split sentences only (documents, sentences, tombstones, rejects tables; no model)."""
     setup_logging(verbose)
     try:
-        config = RunConfig(out=out, input=InputConfig(input_format, id_field, text_field))
+        config = RunConfig(out=out, input=InputConfig(input_format, id_field, text_field, max_record_mb))
     except ValueError as err:
         fail(str(err))
     execute(inputs, config, False, summary_json)
@@ -400,23 +404,32 @@ def train_selector_cmd(
     seed: int = typer.Option(SelectorTrainConfig.seed, help="Seed of the held-out split, shuffling and initialisation."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),
     predictions: List[Path] = typer.Option([], "--predictions", help="bulkner eval --predictions JSONL of the generator on the --source corpora: the thresholds are calibrated on its spans in the held-out sentences; repeatable."),
+    model: Optional[str] = typer.Option(None, help="Calibrate on this generator's spans, generated on the held-out sentences only (instead of --predictions; with --adapter, its base)."),
+    adapter: Optional[str] = typer.Option(None, help="The generator's LoRA adapter (on the default base unless --model)."),
+    answer_format: Optional[str] = typer.Option(None, help=ANSWER_FORMAT_HELP),
     calibrate_only: bool = typer.Option(False, "--calibrate-only", help="Do not train: calibrate the thresholds of the selector in --out again, on the held-out sentences of the same --source and --seed (after the generator changed, or on another machine's precision)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train the span selector: a span classifier over every span of each training sentence that
     drops the generator's doubtful spans and adds those it is sure of (the shipped default's kind)."""
     from bulkner.evaluation.predictions import read_predictions
-    from bulkner.selectors.train import recalibrate, train_selector
+    from bulkner.selectors.train import held_out_predictions, recalibrate, train_selector
     from bulkner.training.data import TrainSource
 
     setup_logging(verbose)
+    if predictions and (model or adapter):
+        fail("give --predictions or a generator (--model/--adapter), not both")
     try:
-        generator = read_predictions(predictions) if predictions else None
         config = SelectorTrainConfig(
             sources=tuple(TrainSource.parse(s) for s in source), out=str(out),
             dev_sources=tuple(TrainSource.parse(s) for s in dev_source), encoder=encoder, epochs=epochs, lr=lr,
             head_lr=head_lr, batch_size=batch_size, max_length=max_length, limit=limit, seed=seed, bf16=bf16,
         )
+        generator = read_predictions(predictions) if predictions else None
+        if model or adapter:
+            model, adapter = model_and_adapter(model, adapter)
+            engine = EngineConfig(name=choose_engine("auto"), model=model, adapter=adapter, answer_format=answer_format)
+            generator = held_out_predictions(config, engine)
         if calibrate_only:
             calibration, steps = recalibrate(config, generator), 0
         else:

@@ -7,8 +7,8 @@ the head train with AdamW, warm-up then linear decay.
 
 Calibration: the keep and add thresholds are chosen together on sentences held out of the
 training sources (never development or test data), with the generator's spans there when its
-predictions are given (``bulkner eval --predictions``), so the calibrated F1 is that of generator
-plus selector. :func:`recalibrate` does it again for a trained selector, on the same held-out
+predictions are given (``bulkner eval --predictions``, or generated on the held-out sentences
+alone by :func:`held_out_predictions`), so the calibrated F1 is that of generator plus selector. :func:`recalibrate` does it again for a trained selector, on the same held-out
 sentences (same sources and seed).
 """
 
@@ -219,6 +219,27 @@ def recalibrate(config: SelectorTrainConfig, predictions: Mapping[str, Sequence[
     selector.close()
     write_meta(config.out, with_calibration(read_meta(config.out), calibration))
     return calibration
+
+
+def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentences: int = 1024) -> dict[str, list[Span]]:
+    """The spans the generator ``engine`` (an ``EngineConfig``) proposes on the held-out sentences
+    of :func:`split_rows`, by sentence key in sentence offsets: what ``bulkner eval --predictions``
+    over every training set gives there, at a tenth of the generation. It is asked for every type
+    the sources annotate (in the order the sources first name them), as a run asks for them all."""
+    from bulkner.evaluation.evaluate import predict
+    from bulkner.pipeline.tagger import build_tagger
+
+    rows, dev_rows, _ = split_rows(config)
+    types = list({t.name: t for _, _, ts in rows + dev_rows for t in ts}.values())
+    tagger = build_tagger(types, engine, batch_sentences)
+    try:
+        entities, _ = predict([s for s, _, _ in dev_rows], [], tagger, progress=True)
+    finally:
+        tagger.close()
+    spans: dict[str, list[Span]] = {}
+    for e in entities:
+        spans.setdefault(e.sentence.key, []).append(Span(e.start - e.sentence.start, e.end - e.sentence.start, e.type))
+    return spans
 
 
 def with_calibration(meta: dict, calibration: dict) -> dict:

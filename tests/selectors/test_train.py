@@ -58,3 +58,33 @@ def test_config_refuses_bad_values():
         SelectorTrainConfig(sources=("s",), out="x", epochs=0)
     with pytest.raises(ValueError, match="dev_fraction"):
         SelectorTrainConfig(sources=("s",), out="x", dev_fraction=1.0)
+
+
+def test_held_out_predictions_generate_on_the_held_out_sentences_only(tiny_model_dir, monkeypatch):
+    """``train-selector --adapter/--model``: the generator runs on the held-out sentences alone,
+    asked for every type of the sources (the tiny random model's spans, whatever they are, lie in
+    those sentences)."""
+    if not (BC5CDR_DEV.is_file() and NCBI_DEV.is_file()):
+        pytest.skip("shared data missing")
+    from bulkner.config import EngineConfig
+    from bulkner.evaluation import evaluate
+    from bulkner.selectors.train import SelectorTrainConfig, held_out_predictions
+    from bulkner.training.data import TrainSource
+
+    config = SelectorTrainConfig(sources=(TrainSource("pubtator", str(NCBI_DEV), documents=3),
+                                          TrainSource("pubtator", str(BC5CDR_DEV), documents=3)), out="unused", dev_fraction=0.3)
+    seen = {}
+    real_predict = evaluate.predict
+
+    def spy(sentences, rejects, tagger, progress=False):
+        seen["keys"], seen["types"] = [s.key for s in sentences], [t.name for t in tagger.builder.types]
+        return real_predict(sentences, rejects, tagger, progress)
+
+    monkeypatch.setattr(evaluate, "predict", spy)
+    engine = EngineConfig(name="transformers", model=str(tiny_model_dir), max_model_len=512, answer_format="brackets")
+    spans = held_out_predictions(config, engine, batch_sentences=64)
+    _, dev_rows, _ = split_rows(config)
+    assert seen["keys"] == [s.key for s, _, _ in dev_rows] and len(dev_rows) < 30
+    assert seen["types"] == ["Disease", "Chemical"]  # NCBI's, then BC5CDR's new one
+    texts = {s.key: s.text for s, _, _ in dev_rows}
+    assert set(spans) <= set(texts) and all(0 <= sp.start < sp.end <= len(texts[k]) for k, found in spans.items() for sp in found)
