@@ -231,9 +231,15 @@ def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentenc
 
     rows, dev_rows, _ = split_rows(config)
     types = list({t.name: t for _, _, ts in rows + dev_rows for t in ts}.values())
+    sentences = {}  # by key: corpora that share abstracts (BioRED, BC5CDR, NCBI-disease) repeat sentence keys
+    for sentence, _, _ in dev_rows:
+        sentences.setdefault(sentence.key, sentence)
+    differ = sum(s.text != sentences[s.key].text for s, _, _ in dev_rows)
+    if differ:
+        logger.warning("%d held-out sentences share a key with another of other text: tagged once, as the first", differ)
     tagger = build_tagger(types, engine, batch_sentences)
     try:
-        entities, _ = predict([s for s, _, _ in dev_rows], [], tagger, progress=True)
+        entities, _ = predict(list(sentences.values()), [], tagger, progress=True)
     finally:
         tagger.close()
     spans: dict[str, list[Span]] = {}
