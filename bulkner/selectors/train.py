@@ -8,7 +8,8 @@ the head train with AdamW, warm-up then linear decay.
 Calibration: the keep and add thresholds are chosen together on sentences held out of the
 training sources (never development or test data), with the generator's spans there when its
 predictions are given (``bulkner eval --predictions``, or generated on the held-out sentences
-alone by :func:`held_out_predictions`), so the calibrated F1 is that of generator plus selector. :func:`recalibrate` does it again for a trained selector, on the same held-out
+alone by :func:`held_out_predictions`), so the calibrated F1 is that of generator plus selector.
+:func:`recalibrate` does it again for a trained selector, on the same held-out
 sentences (same sources and seed).
 """
 
@@ -227,6 +228,7 @@ def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentenc
     over every training set gives there, at a tenth of the generation. It is asked for every type
     the sources annotate (in the order the sources first name them), as a run asks for them all."""
     from bulkner.evaluation.evaluate import predict
+    from bulkner.evaluation.predictions import sentence_predictions
     from bulkner.pipeline.tagger import build_tagger
 
     rows, dev_rows, _ = split_rows(config)
@@ -242,10 +244,7 @@ def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentenc
         entities, _ = predict(list(sentences.values()), [], tagger, progress=True)
     finally:
         tagger.close()
-    spans: dict[str, list[Span]] = {}
-    for e in entities:
-        spans.setdefault(e.sentence.key, []).append(Span(e.start - e.sentence.start, e.end - e.sentence.start, e.type))
-    return spans
+    return {key: [Span(*row) for row in rows] for key, rows in sentence_predictions(entities).items()}
 
 
 def with_calibration(meta: dict, calibration: dict) -> dict:
