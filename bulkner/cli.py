@@ -186,6 +186,10 @@ INPUTS_HELP = ("Input shards: PubMed XML, PMC articles (.nxml, .xml) and .tar.gz
                ".txt files (.gz or not); directories, globs or object-store URLs.")
 FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, and by root element for .xml)."
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
+ABBREVIATIONS_HELP = ("Document pass: a short form defined in a document (\"latent TB infection (LTBI)\") takes its long "
+                      "form's entity type wherever it occurs there; one whose long form is no entity is dropped.")
+CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
+                  "format (brackets), so every answer parses and maps back. Not with --speculative-ngram.")
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."
 TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
 MAX_RECORD_HELP = ("Largest record read, in MiB of input (an XML article or citation, a JSONL line, a text file); "
@@ -211,9 +215,11 @@ def run(
     max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
     speculative_ngram: int = typer.Option(EngineConfig.speculative_ngram, help="n-gram speculative tokens per step (0 = off)."),
     answer_format: Optional[str] = typer.Option(None, help=ANSWER_FORMAT_HELP),
+    constrain: bool = typer.Option(EngineConfig.constrain, "--constrain/--no-constrain", help=CONSTRAIN_HELP),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
+    abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
     replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the cluster holds, more as nodes join)."),
@@ -236,12 +242,12 @@ def run(
         engine_config = EngineConfig(
             name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
             max_model_len=max_model_len, speculative_ngram=speculative_ngram, gpus_per_replica=gpus_per_replica,
-            gpu_memory_utilization=gpu_memory_utilization, answer_format=answer_format,
+            gpu_memory_utilization=gpu_memory_utilization, answer_format=answer_format, constrain=constrain,
         )
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field, max_record_mb), batch_sentences=batch_sentences,
-            queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold,
+            queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold, abbreviations=abbreviations,
         )
     except ValueError as err:
         fail(str(err))
@@ -286,9 +292,11 @@ def eval_(
     dtype: str = typer.Option(EngineConfig.dtype, help=DTYPE_HELP),
     oracle: bool = typer.Option(False, "--oracle", help="Feed gold-tagged generations: the pipeline's own ceiling."),
     answer_format: Optional[str] = typer.Option(None, help=ANSWER_FORMAT_HELP + " With --oracle: the format the gold answers are written in (default blocks)."),
+    constrain: bool = typer.Option(EngineConfig.constrain, "--constrain/--no-constrain", help=CONSTRAIN_HELP),
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
+    abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP + " Scored both ways (the JSON's document_pass has the scores without it)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
     batch_sentences: int = typer.Option(RunConfig.batch_sentences, help="Sentences per engine call."),
     max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
@@ -316,10 +324,11 @@ def eval_(
             chosen = choose_selector(selector, not no_selector, model is None and adapter is None, names)
             model, adapter = model_and_adapter(model, adapter)
             engine_config = EngineConfig(name=choose_engine(engine), model=model, adapter=adapter, dtype=dtype,
-                                         max_model_len=max_model_len, answer_format=answer_format)
+                                         max_model_len=max_model_len, answer_format=answer_format, constrain=constrain)
         config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config,
                             oracle_format=answer_format or DEFAULT_FORMAT, selector=chosen,
-                            selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences)
+                            selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences,
+                            abbreviations=abbreviations)
         result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))

@@ -65,6 +65,10 @@ class EngineConfig:
     """How the model writes its answer (``bulkner.tagging.FORMATS``: ``blocks``, ``brackets``,
     ``spans``); None: the format the adapter or model was trained in (its ``training.json``),
     ``blocks`` when it records none."""
+    constrain: bool = False
+    """Constrained decoding: the engine may only write answers that copy the sentence and mark
+    entities in the answer format's grammar (``bulkner.kernels.constrain``; ``brackets`` only), so
+    every answer parses and maps back. Not with ``speculative_ngram``."""
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -79,6 +83,8 @@ class EngineConfig:
             raise ValueError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
         if self.speculative_ngram < 0:
             raise ValueError(f"speculative_ngram must be >= 0, got {self.speculative_ngram}")
+        if self.constrain and self.speculative_ngram:
+            raise ValueError("constrained decoding and speculative_ngram cannot be combined (vLLM refuses logits processors with speculation)")
         if self.answer_format is not None:
             from bulkner.tagging import answer_format
 
@@ -142,6 +148,10 @@ class RunConfig:
     (score 1.0). The CLI passes the shipped default selector unless told otherwise (``choose_selector``)."""
     selector_threshold: float | None = None
     """Keep spans scoring at least this; None uses the threshold calibrated with the selector."""
+    abbreviations: bool = True
+    """The document pass: abbreviation definitions are found in each document, a short form takes
+    the type of its long form's entity wherever it occurs, and one whose long form is no entity is
+    dropped (``bulkner.linking.abbreviations``)."""
 
     def __post_init__(self) -> None:
         if not self.types:

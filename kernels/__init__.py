@@ -1,6 +1,7 @@
-"""GPU-side additions that vLLM does not give us (``bulkner.kernels``).
+"""Generation-time additions that vLLM does not give us (``bulkner.kernels``).
 
-Empty on purpose: a kernel lands here only with a CPU reference implementation and a measured gain
-over vLLM's built-in option (for copy-heavy LLMNER answers that is n-gram speculation, already
-available as ``--speculative-ngram``).
+``constrain``: constrained decoding, the answer format's grammar over the source sentence lifted
+to tokens (CPU reference and the transformers engine's processor); ``vllm_constraint``: the same
+as a vLLM V1 logits processor (imports vLLM). A kernel lands here with a CPU reference and a
+measured effect.
 """

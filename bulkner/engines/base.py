@@ -15,6 +15,18 @@ class Prompt:
     id: str
     token_ids: tuple[int, ...]
     max_tokens: int
+    constraint: Constraint | None = None
+    """When set, the engine may only write answers of this grammar (constrained decoding)."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What constrains one answer: the answer format's grammar over the source sentence, for the
+    requested types (plain data: it travels to engine processes)."""
+
+    format: str
+    sentence: str
+    types: tuple[str, ...]
 
 
 @dataclass(frozen=True)

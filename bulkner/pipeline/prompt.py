@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from bulkner.engines.base import Prompt
+from bulkner.engines.base import Constraint, Prompt
 from bulkner.schema import Sentence
 from bulkner.tagging import DEFAULT_FORMAT, AnswerFormat, answer_format
 from bulkner.types import EntityType
@@ -57,11 +57,16 @@ class PromptBuilder:
     ``max_tokens`` budget (``AnswerFormat.max_tokens``: every copy of the sentence the format
     makes, with its marks; a longer answer is a runaway)."""
 
-    def __init__(self, types: Sequence[EntityType], tokenizer: Tokenizer, max_model_len: int, fmt: str = DEFAULT_FORMAT) -> None:
+    def __init__(self, types: Sequence[EntityType], tokenizer: Tokenizer, max_model_len: int, fmt: str = DEFAULT_FORMAT,
+                 constrain: bool = False) -> None:
         self.types = list(types)
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.answer: AnswerFormat = answer_format(fmt)
+        if constrain and self.answer.grammar is None:
+            raise ValueError(f"constrained decoding needs an answer format with a grammar (brackets); the model answers in {fmt!r}")
+        self.constrain = constrain
+        """Whether prompts carry a ``Constraint`` (the answer must follow the format's grammar)."""
         text = tokenizer.apply_chat_template(messages(self.types, _SLOT, fmt), tokenize=False, add_generation_prompt=True)
         head, slot, tail = text.partition(_SLOT)
         if not slot:
@@ -81,4 +86,5 @@ class PromptBuilder:
         budget = self.max_tokens(max(1, len(tail_ids) - self.tail_tokens))
         if len(ids) + budget > self.max_model_len:
             return None
-        return Prompt(id=sentence.key, token_ids=ids, max_tokens=budget)
+        constraint = Constraint(self.answer.name, sentence.text, tuple(t.name for t in self.types)) if self.constrain else None
+        return Prompt(id=sentence.key, token_ids=ids, max_tokens=budget, constraint=constraint)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from bulkner.schema import Span
@@ -52,6 +53,9 @@ class AnswerFormat:
     """``parse(output, sentence, types)``: spans and rejects."""
     copies_per_type: bool
     """True when the answer may copy the sentence once per type (the token budget scales with the types)."""
+    grammar: Callable[[str, Sequence[str]], Any] | None = None
+    """``grammar(sentence, types)``: the automaton of every answer the format allows for the
+    sentence (constrained decoding, ``bulkner.kernels.constrain``); None where none is written."""
 
     @property
     def id(self) -> str:
@@ -78,7 +82,7 @@ FORMATS: dict[str, AnswerFormat] = {
             "brackets", "1",
             "Copy the whole text once, writing every entity as [Type entity]: an opening bracket, the "
             "entity type, a space, the entity, a closing bracket. Write None if the text has no entity.\n",
-            "all", inline.render, inline.parse, copies_per_type=False),
+            "all", inline.render, inline.parse, copies_per_type=False, grammar=inline.Grammar),
         AnswerFormat(
             "spans", "1",
             "List the entities in the order of the text, one per line: the entity type, a colon and a "

@@ -106,3 +106,71 @@ def scan(body: str, index: Mapping[str, str]) -> tuple[str, list[tuple[int, int,
     plain = "".join(parts)
     rejects += [_reject("unbalanced_brackets", plain[s:], f"'[' at {s} never closed") for s, _ in stack]
     return plain, mentions, rejects
+
+
+MAX_DEPTH = 4
+"""Most brackets a constrained answer may hold open at once (gold answers nest at most 3 deep)."""
+
+Move = tuple[int, tuple]
+"""One byte the answer may write next and the automaton state after it."""
+
+
+class Grammar:
+    """Every typed-bracket answer for one sentence, as a byte automaton (constrained decoding).
+
+    The answer copies ``escape(sentence)`` byte for byte. Where a source character starts (never
+    inside an escape pair or a UTF-8 sequence) it may open ``[`` followed by a label and a space,
+    or close ``]`` a bracket that holds more than whitespace (the parser strips a mention's
+    whitespace); it ends at the end of the copy with every bracket closed. The other answer is
+    :data:`NO_ENTITIES`. This is what :func:`render` writes and :func:`scan` reads; the tests
+    check that every gold answer is accepted. States are small tuples: ``("text", position,
+    depth, empty)`` (empty: the innermost open bracket holds only whitespace so far),
+    ``("label", position, depth, label bytes written)`` and ``("none", bytes written)``.
+    """
+
+    def __init__(self, sentence: str, types: Sequence[str]) -> None:
+        self.text = b""
+        """``escape(sentence)`` in UTF-8."""
+        self.boundary: list[bool] = []
+        """Per byte position (and the end): a source character starts here, a bracket may go here."""
+        self.blank: list[bool] = []
+        """Per byte: it writes whitespace."""
+        for char in sentence:
+            piece = escape(char).encode("utf-8")
+            self.boundary += [True] + [False] * (len(piece) - 1)
+            self.blank += [char.isspace()] * len(piece)
+            self.text += piece
+        self.boundary.append(True)
+        self.blank_rest = [True] * (len(self.text) + 1)
+        """Per byte position: only whitespace follows (a bracket opened there could never close)."""
+        for at in range(len(self.text) - 1, -1, -1):
+            self.blank_rest[at] = self.blank[at] and self.blank_rest[at + 1]
+        self.labels = [f"{label_of(t)} ".encode("utf-8") for t in types]
+        self.none = NO_ENTITIES.encode("utf-8")
+
+    def start(self) -> frozenset:
+        return frozenset({("text", 0, 0, False), ("none", 0)})
+
+    def final(self, state: tuple) -> bool:
+        return state == ("text", len(self.text), 0, False) or state == ("none", len(self.none))
+
+    def moves(self, state: tuple) -> list[Move]:
+        """The bytes allowed after ``state``, each with the state it leads to."""
+        kind, at = state[0], state[1]
+        if kind == "none":
+            return [(self.none[at], ("none", at + 1))] if at < len(self.none) else []
+        depth = state[2]
+        if kind == "label":
+            written = state[3]
+            done = len(written) + 1
+            return sorted({(label[len(written)], ("text", at, depth + 1, True) if len(label) == done else ("label", at, depth, label[:done]))
+                           for label in self.labels if len(label) > len(written) and label.startswith(written)})
+        empty = state[3]
+        moves: list[Move] = []
+        if at < len(self.text):
+            moves.append((self.text[at], ("text", at + 1, depth, empty and self.blank[at])))
+            if self.boundary[at] and depth < MAX_DEPTH and not self.blank_rest[at]:
+                moves.append((ord("["), ("label", at, depth, b"")))
+        if depth and not empty and self.boundary[at]:
+            moves.append((ord("]"), ("text", at, depth - 1, False)))
+        return moves

@@ -253,3 +253,72 @@ def test_engine_available_explains():
     assert engine_available("transformers") == (True, "")
     ok, why = engine_available("nope")
     assert not ok and "nope" in why
+
+
+CONSTRAINED = SENTENCES[:4] + ("Uptake of [3H]thymidine by naïve CD4+ T cells (n = 12).",)
+
+
+def constrained_prompts(model_dir: Path) -> list[Prompt]:
+    """The prompt builder's brackets prompts for real sentences, each carrying its constraint."""
+    from transformers import AutoTokenizer
+
+    from bulkner.pipeline.prompt import PromptBuilder
+    from bulkner.schema import Sentence
+    from bulkner.types import resolve_types
+
+    types = resolve_types(["Gene", "Chemical", "Disease", "Species", "Variant", "CellLine"])
+    builder = PromptBuilder(types, AutoTokenizer.from_pretrained(model_dir), 512, "brackets", constrain=True)
+    return [builder.build(Sentence(f"s{i}", 1, 0, 0, 0, len(text), text)) for i, text in enumerate(CONSTRAINED)]
+
+
+def check_constrained(prompts: Sequence[Prompt], generations: Sequence[Generation]) -> None:
+    """A random model under the constraint: every answer ends by itself, parses and maps back."""
+    from bulkner.tagging.inline import parse
+
+    for prompt, gen in zip(prompts, join_by_id(prompts, generations)):
+        assert gen.finished and gen.output_tokens <= prompt.max_tokens
+        result = parse(gen.text, prompt.constraint.sentence, prompt.constraint.types)
+        assert result.rejects == [], (gen.text, result.rejects)
+
+
+def test_transformers_constrained_answers_always_parse(tiny_model_dir):
+    prompts = constrained_prompts(tiny_model_dir)
+    engine = build_engine(EngineConfig(name="transformers", model=str(tiny_model_dir), constrain=True))
+    try:
+        unconstrained = engine.generate([dataclasses.replace(p, constraint=None) for p in prompts])
+        constrained = engine.generate(prompts)
+    finally:
+        engine.close()
+    check_constrained(prompts, constrained)
+    assert constrained != unconstrained  # the random model writes anything when free
+
+
+@requires_vllm
+@pytest.mark.vllm
+def test_vllm_constrained_answers_always_parse_and_match_transformers(tiny_model_dir):
+    prompts = constrained_prompts(tiny_model_dir)
+    config = EngineConfig(model=str(tiny_model_dir), dtype="float32", max_model_len=512, enforce_eager=True, constrain=True)
+    engine = VllmEngine(config)
+    engine.setup()
+    try:
+        constrained = engine.generate(prompts)
+    finally:
+        engine.close()
+    check_constrained(prompts, constrained)
+    hf = build_engine(dataclasses.replace(config, name="transformers"))
+    try:
+        assert [g.text for g in hf.generate(prompts)] == [g.text for g in constrained]
+    finally:
+        hf.close()
+
+
+def test_constrained_decoding_needs_a_format_with_a_grammar_and_no_speculation(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from bulkner.pipeline.prompt import PromptBuilder
+    from bulkner.types import resolve_types
+
+    with pytest.raises(ValueError, match="grammar"):
+        PromptBuilder(resolve_types(["Chemical"]), AutoTokenizer.from_pretrained(tiny_model_dir), 512, "blocks", constrain=True)
+    with pytest.raises(ValueError, match="speculative"):
+        EngineConfig(constrain=True, speculative_ngram=2)

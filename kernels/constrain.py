@@ -1,0 +1,215 @@
+"""Decoding that stays on the source: at each step, only the tokens that keep the answer a valid
+typed-bracket answer over its own sentence (``bulkner.tagging.inline.Grammar``).
+
+The grammar is a byte automaton; this module lifts it to tokens. :class:`Vocabulary` holds every
+token's bytes, sorted, once per tokenizer; :class:`Constraint` follows one answer: ``advance``
+feeds it the tokens generated so far, ``allowed`` walks the automaton and the sorted vocabulary
+together (a depth-first search that only enters byte strings some token starts with), so a step
+costs a few dozen lookups, not one per vocabulary entry. The end-of-answer tokens are allowed
+exactly when the automaton may stop. Every answer a constrained model writes parses without a
+reject and maps back onto its sentence.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+
+from bulkner.tagging.inline import Grammar
+
+VLLM_PROCESSOR = "bulkner.kernels.vllm_constraint:SourceConstraint"
+"""The logits processor ``vllm.LLM(logits_processors=[...])`` is given (imports vLLM)."""
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character standing for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+def token_bytes(tokenizer) -> list[bytes | None]:
+    """The bytes each token id writes (None for special and added tokens): byte-level BPE
+    (GPT-2, SmolLM2, Llama 3) or SentencePiece (``▁`` for a space, ``<0xNN>`` byte tokens)."""
+    vocab = tokenizer.get_vocab()
+    pieces: list[bytes | None] = [None] * (max(vocab.values()) + 1)
+    special = set(getattr(tokenizer, "all_special_ids", ())) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    decoder = _byte_decoder()
+    byte_level = all(c in decoder for tok in list(vocab)[:2000] for c in tok if tok not in ("<unk>",))
+    for tok, i in vocab.items():
+        if i in special:
+            continue
+        if byte_level:
+            if all(c in decoder for c in tok):
+                pieces[i] = bytes(decoder[c] for c in tok)
+        elif (m := _BYTE_TOKEN.fullmatch(tok)) is not None:
+            pieces[i] = bytes([int(m.group(1), 16)])
+        else:
+            pieces[i] = tok.replace("▁", " ").encode("utf-8")
+    return pieces
+
+
+class Vocabulary:
+    """A tokenizer's tokens by their bytes: sorted for prefix search, and the answer's end ids."""
+
+    def __init__(self, pieces: Sequence[bytes | None], end_ids: Iterable[int]) -> None:
+        by_bytes: dict[bytes, list[int]] = {}
+        for i, piece in enumerate(pieces):
+            if piece:
+                by_bytes.setdefault(piece, []).append(i)
+        self.ids = by_bytes
+        self.sorted = sorted(by_bytes)
+        self.pieces = list(pieces)
+        self.end_ids = sorted(set(end_ids))
+        self.longest = max(map(len, self.sorted))
+
+    @classmethod
+    def of(cls, tokenizer, end_ids: Iterable[int]) -> "Vocabulary":
+        return cls(token_bytes(tokenizer), end_ids)
+
+    def starts(self, prefix: bytes) -> bool:
+        """Whether some token's bytes start with ``prefix``."""
+        i = bisect.bisect_left(self.sorted, prefix)
+        return i < len(self.sorted) and self.sorted[i].startswith(prefix)
+
+
+class Constraint:
+    """One answer under construction: the grammar's live states after the tokens seen so far.
+
+    With a ``budget`` (the answer's ``max_tokens``, the end token included) the answer always fits
+    it: once the tokens left only just cover copying the rest of the sentence (longest tokens
+    first), closing what is open and opening one more bracket, nothing new may open and the copy
+    takes the longest token, so an answer is never cut with a bracket open.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, grammar: Grammar, budget: int | None = None) -> None:
+        self.vocabulary, self.grammar, self.budget = vocabulary, grammar, budget
+        self.states = grammar.start()
+        self.seen = 0
+        """Tokens of the answer consumed (``advance`` takes the whole answer so far)."""
+        self._copy: list[tuple[int, int]] | None = None
+
+    def advance(self, output_ids: Sequence[int]) -> None:
+        """Consume the answer's tokens not yet seen; ``ValueError`` if one leaves the grammar."""
+        for token in output_ids[self.seen :]:
+            piece = self.vocabulary.pieces[token] if token < len(self.vocabulary.pieces) else None
+            states = self._after(self.states, piece) if piece else frozenset()
+            if not states and token not in self.vocabulary.end_ids:
+                raise ValueError(f"token {token} ({piece!r}) leaves the answer grammar")
+            self.states = states
+        self.seen = len(output_ids)
+
+    def _after(self, states: frozenset, piece: bytes) -> frozenset:
+        for byte in piece:
+            states = frozenset(nxt for state in states for b, nxt in self.grammar.moves(state) if b == byte)
+            if not states:
+                break
+        return states
+
+    def allowed(self) -> list[int]:
+        """Token ids that keep the answer valid (and within its budget), end ids included where it may stop."""
+        tight = self._tight()
+        if tight is not None:
+            return tight
+        found: list[int] = []
+        stack = [(b"", self.states)]
+        while stack:
+            prefix, states = stack.pop()
+            if prefix and prefix in self.vocabulary.ids:
+                found += self.vocabulary.ids[prefix]
+            if len(prefix) == self.vocabulary.longest:
+                continue
+            following: dict[int, set] = {}
+            for state in states:
+                for byte, nxt in self.grammar.moves(state):
+                    following.setdefault(byte, set()).add(nxt)
+            for byte, nxt in following.items():
+                longer = prefix + bytes([byte])
+                if self.vocabulary.starts(longer):
+                    stack.append((longer, frozenset(nxt)))
+        return found + self._ends()
+
+    def _ends(self) -> list[int]:
+        return self.vocabulary.end_ids if any(self.grammar.final(s) for s in self.states) else []
+
+    def _tight(self) -> list[int] | None:
+        """The only tokens left when the budget just covers the rest (None while it is not tight)."""
+        text = [s for s in self.states if s[0] == "text"]
+        if self.budget is None or len(text) != len(self.states):
+            return None
+        _, at, depth, empty = text[0]
+        copy = self._copy_plan()
+        opening = 1 + max(map(len, self.grammar.labels), default=0)  # "[Label " at a byte a token, at worst
+        if self.budget - self.seen > copy[at][0] + depth + 1 + opening:  # copy, close all, end; room to open one
+            return None
+        ids = self.vocabulary.ids
+        allowed = list(ids.get(self.grammar.text[at : at + copy[at][1]], [])) if at < len(self.grammar.text) else []
+        if depth and not empty and self.grammar.boundary[at]:
+            allowed += ids.get(b"]", [])
+        return allowed + self._ends()
+
+    def _copy_plan(self) -> list[tuple[int, int]]:
+        """Per text position: tokens needed to copy the rest with the longest token each time,
+        and that first token's length (built once, on the first tight check)."""
+        if self._copy is None:
+            text, ids, longest = self.grammar.text, self.vocabulary.ids, self.vocabulary.longest
+            plan = [(0, 0)] * (len(text) + 1)
+            for at in range(len(text) - 1, -1, -1):
+                size = next((k for k in range(min(longest, len(text) - at), 0, -1) if text[at : at + k] in ids), 0)
+                plan[at] = (plan[at + size][0] + 1, size) if size else (len(text), 1)  # no token: count a byte each
+            self._copy = plan
+        return self._copy
+
+
+def constraint_for(vocabulary: Vocabulary, spec, budget: int | None = None) -> Constraint:
+    """The ``Constraint`` of a prompt's ``bulkner.engines.base.Constraint`` (format, sentence, types)
+    for an answer of at most ``budget`` tokens."""
+    from bulkner.tagging import answer_format
+
+    grammar = answer_format(spec.format).grammar
+    if grammar is None:
+        raise ValueError(f"answer format {spec.format!r} has no grammar to constrain decoding with")
+    return Constraint(vocabulary, grammar(spec.sentence, spec.types), budget)
+
+
+def mask_disallowed(logits, rows: dict[int, Constraint]):
+    """Set to -inf, in place, every logit of row ``r`` that ``rows[r]`` does not allow; returns ``logits``."""
+    import torch
+
+    if not rows:
+        return logits
+    keep = torch.zeros(logits.shape, dtype=torch.bool)
+    for row, constraint in rows.items():
+        allowed = [i for i in constraint.allowed() if i < logits.shape[-1]]
+        keep[row, allowed] = True
+    unconstrained = [r for r in range(logits.shape[0]) if r not in rows]
+    keep[unconstrained] = True
+    return logits.masked_fill_(~keep.to(logits.device), float("-inf"))
+
+
+class TransformersConstraints:
+    """A ``transformers`` logits processor for one left-padded ``generate`` batch: row ``r``
+    follows ``constraints[r]`` (None: free) until it writes an end token."""
+
+    def __init__(self, constraints: Sequence[Constraint | None], prompt_width: int) -> None:
+        self.constraints, self.width = list(constraints), prompt_width
+
+    def __call__(self, input_ids, scores):
+        rows = {}
+        for row, constraint in enumerate(self.constraints):
+            if constraint is None:
+                continue
+            written = input_ids[row, self.width :].tolist()
+            if any(t in constraint.vocabulary.end_ids for t in written):
+                continue  # finished: transformers pads it from here on
+            constraint.advance(written)
+            rows[row] = constraint
+        return mask_disallowed(scores, rows)

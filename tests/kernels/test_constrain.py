@@ -1,0 +1,148 @@
+"""Tests for constrained decoding (bulkner.kernels.constrain) on real sentences and SmolLM2's
+tokenizer: every gold answer stays allowed token by token, and every answer the constraint allows
+parses without a reject and maps back onto its sentence."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from bulkner.config import MAX_SENTENCE_CHARS
+from bulkner.corpora.registry import read_corpus
+from bulkner.engines.oracle import oracle_targets
+from bulkner.kernels.constrain import Constraint, Vocabulary
+from bulkner.pipeline.tagger import segment
+from bulkner.schema import Span
+from bulkner.tagging.format import NO_ENTITIES
+from bulkner.tagging import answer_format
+from bulkner.tagging.inline import Grammar, parse, render
+
+NER = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ner"
+SIX = ["Gene", "Chemical", "Disease", "Species", "Variant", "CellLine"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from bulkner.checkpoints import save_gguf_tokenizer, smollm2_gguf_path
+
+    out = tmp_path_factory.mktemp("smollm2-tokenizer")
+    save_gguf_tokenizer(smollm2_gguf_path(), out)
+    return AutoTokenizer.from_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tokenizer) -> Vocabulary:
+    return Vocabulary.of(tokenizer, [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+
+
+def gold_answers(path: Path, types: list[str], documents: int) -> list[tuple[str, str]]:
+    """(sentence, gold brackets answer) for the first ``documents`` documents of a PubTator corpus."""
+    if not path.is_file():
+        pytest.skip(f"shared data missing: {path}")
+    gold = read_corpus("pubtator", path).documents[:documents]
+    sentences, _ = segment([g.document for g in gold], MAX_SENTENCE_CHARS)
+    targets, _ = oracle_targets(sentences, gold, types, "brackets")
+    return [(s.text, targets[s.key]) for s in sentences]
+
+
+def follow(vocabulary: Vocabulary, sentence: str, ids: list[int], types=SIX) -> None:
+    """Assert that each token of ``ids`` and then the end token are allowed in turn, and the end only last."""
+    constraint = Constraint(vocabulary, Grammar(sentence, types))
+    for k, token in enumerate(ids):
+        allowed = constraint.allowed()
+        assert token in allowed, (sentence, k)
+        assert not set(vocabulary.end_ids) & set(allowed) or k == 0 and sentence.startswith(NO_ENTITIES)
+        constraint.advance(ids[: k + 1])
+    assert set(vocabulary.end_ids) <= set(constraint.allowed())
+
+
+@pytest.mark.parametrize("corpus, types", [
+    ("biored/Dev.filtered.PubTator", SIX),
+    ("bc5cdr/CDR_DevelopmentSet.PubTator.txt", ["Chemical", "Disease"]),
+    ("ncbi_disease/NCBIdevelopset_corpus.txt", ["Disease"]),
+])
+def test_every_gold_answer_is_allowed_token_by_token(tokenizer, vocabulary, corpus, types) -> None:
+    cases = gold_answers(NER / corpus, types, 12)
+    assert len(cases) > 80 and any(answer != NO_ENTITIES for _, answer in cases)
+    for sentence, answer in cases:
+        follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False), types)
+
+
+def test_nested_spans_escaped_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
+    sentence = "Activation of the CD28 surface receptor by [3H]thymidine and Ca²⁺ in naïve β-cells (n = 12)."
+    spans = [Span(18, 39, "Gene"), Span(18, 22, "Gene"), Span(43, 56, "Chemical"), Span(61, 65, "Chemical"),
+             Span(18, 22, "Variant")]
+    answer = render(sentence, spans, SIX)
+    assert "\\[3H\\]" in answer and "[Gene [Gene [Variant CD28]] surface receptor]" in answer
+    follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False))
+
+
+def test_an_escaped_source_bracket_is_copied_never_opened(vocabulary) -> None:
+    constraint = Constraint(vocabulary, Grammar("[3H]thymidine", SIX))
+    constraint.advance([])
+    written = {vocabulary.pieces[i] for i in constraint.allowed()}
+    assert b"[" in written  # an entity may open here...
+    assert all(not p.startswith(b"[3") for p in written)  # ...but the source bracket must be escaped
+
+
+def test_closing_needs_an_open_non_empty_bracket(vocabulary, tokenizer) -> None:
+    constraint = Constraint(vocabulary, Grammar("IL-2 binds.", SIX))
+    opened = tokenizer.encode("[Gene ", add_special_tokens=False)
+    constraint.advance(opened)
+    assert not any(b"]" in vocabulary.pieces[i] for i in constraint.allowed())
+    constraint.advance(opened + tokenizer.encode("IL", add_special_tokens=False))
+    assert any(vocabulary.pieces[i].startswith(b"]") for i in constraint.allowed())
+
+
+@pytest.mark.parametrize("seed, wander", [(0, 0.15), (1, 0.5), (2, 0.9)])
+def test_every_constrained_answer_parses_maps_back_and_fits_its_budget(tokenizer, vocabulary, seed, wander) -> None:
+    """Random walks through the allowed tokens (the longest, or any with probability ``wander``)
+    on real sentences, one at the length limit, each under the answer budget the prompt builder
+    gives: the answer ends within it, parses without a reject, and has a span per bracket pair."""
+    rng = random.Random(seed)
+    sentences = [s for s, _ in gold_answers(NER / "biored/Dev.filtered.PubTator", SIX, 3)]
+    long = (sentences[0] + " ") * (MAX_SENTENCE_CHARS // (len(sentences[0]) + 1))
+    for sentence in sentences + [long[:MAX_SENTENCE_CHARS]]:
+        budget = answer_format("brackets").max_tokens(len(tokenizer.encode(sentence, add_special_tokens=False)), len(SIX))
+        constraint, ids = Constraint(vocabulary, Grammar(sentence, SIX), budget), []
+        while True:
+            allowed = constraint.allowed()
+            assert allowed
+            token = rng.choice(allowed) if rng.random() < wander else max(allowed, key=lambda i: len(vocabulary.pieces[i] or b""))
+            if token in vocabulary.end_ids:
+                break
+            ids.append(token)
+            constraint.advance(ids)
+        assert len(ids) + 1 <= budget
+        answer = b"".join(vocabulary.pieces[i] for i in ids).decode("utf-8")
+        result = parse(answer, sentence, SIX)
+        assert result.rejects == [], (answer, result.rejects)
+        opened = answer.count("[") - answer.count("\\[")
+        assert bool(result.spans) == (opened > 0) and all(span.type in SIX for span in result.spans)
+
+
+def test_a_step_costs_well_under_a_millisecond(tokenizer, vocabulary) -> None:
+    """Not a timing assertion on the machine: the search visits few byte strings per step."""
+    sentence, answer = next((s, a) for s, a in gold_answers(NER / "biored/Dev.filtered.PubTator", SIX, 2) if "[" in a)
+    ids = tokenizer.encode(answer, add_special_tokens=False)
+    constraint = Constraint(vocabulary, Grammar(sentence, SIX))
+    calls = 0
+    original = vocabulary.starts
+
+    def counted(prefix: bytes) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(prefix)
+
+    vocabulary.starts = counted
+    try:
+        for k in range(len(ids)):
+            constraint.allowed()
+            constraint.advance(ids[: k + 1])
+    finally:
+        del vocabulary.starts
+    assert calls / len(ids) < 60
