@@ -14,6 +14,7 @@ from typing import Sequence
 
 from bulkner import tagging
 from bulkner.connectors import discover
+from bulkner.linking import abbreviations
 from bulkner.pipeline import prompt, sentences
 from bulkner.config import RunConfig
 from bulkner.checkpoints import content_id, trained_format
@@ -52,10 +53,11 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "adapter": _artifact(engine.adapter),
             "prompt": prompt.PROMPT_VERSION,
             "types": [[t.name, t.definition] for t in types],
-            "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype},
+            "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype}
+                        | ({"constrained": True} if engine.constrain else {}),  # runs from before it keep their hash
             "parser": tagging.VERSION,
             "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
-        }
+        } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {})
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

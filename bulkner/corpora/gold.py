@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from bulkner.corpora import GoldDocument
-from bulkner.schema import Sentence, Span
+from bulkner.schema import Entity, Sentence, Span
 from bulkner.tagging import resolve_crossing
 
 Placed = tuple[str, int, Span]
@@ -34,6 +34,10 @@ class SentenceGold:
     """Mentions dropped for crossing a longer mention of the same type."""
     other_types: int = 0
     """Mentions of types that were not asked for."""
+
+    def entities(self, sentences: Sequence[Sentence]) -> list[Entity]:
+        """The placed mentions of ``sentences`` as pipeline entities (passage offsets), in sentence order."""
+        return [Entity(s, x.start + s.start, x.end + s.start, x.type) for s in sentences for x in self.spans.get(s.key, [])]
 
 
 def sentence_gold(

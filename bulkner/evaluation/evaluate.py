@@ -84,11 +84,20 @@ def evaluate(
     if predictions is not None:  # the generator's spans only: not those a selector added
         added = {id(e) for e in tagger.added}
         predictions.update(sentence_predictions([e for e in entities if id(e) not in added], tagger.dropped))
-    found = {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
+    stats = TagStats()
+    final = tagger.finish_documents(sentences, entities, stats)
+    expected = gold_mentions(gold, names)
     result = {"documents": len(gold), "oracle": oracle, "types": names}
-    result |= score(gold_mentions(gold, names), found, names)
+    result |= score(expected, mentions(final), names)
     result["pipeline"] = counts | unreachable
+    if tagger.abbreviations:
+        result["document_pass"] = {"counts": dict(sorted(stats.abbreviations.items())),
+                                   "without": score(expected, mentions(entities), names)["strict"]}
     return result
+
+
+def mentions(entities: Sequence[Entity]) -> set[Mention]:
+    return {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
 
 
 def oracle_check(
@@ -144,6 +153,8 @@ class EvalConfig:
     """Evaluate the first N documents; None: all."""
     batch_sentences: int = RunConfig.batch_sentences
     max_sentence_chars: int = MAX_SENTENCE_CHARS
+    abbreviations: bool = RunConfig.abbreviations
+    """The document pass (``RunConfig.abbreviations``); scored with and without it."""
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -167,7 +178,8 @@ def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict
     types = resolve_types(list(config.types) if config.types else sorted(corpus.type_counts()), config.types_file)
     tagger = None
     if config.engine is not None:
-        tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold)
+        tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
+                              config.abbreviations)
     try:
         result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions,
                           config.oracle_format)

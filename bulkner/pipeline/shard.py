@@ -120,7 +120,8 @@ class ShardWorker:
             return
         config = self.config
         self.tagger = build_tagger(
-            self.types, config.engine, config.batch_sentences, config.selector, config.selector_threshold
+            self.types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
+            config.abbreviations,
         )
 
     def teardown(self) -> None:
@@ -212,12 +213,13 @@ class RecordChunk:
         """The records' rejects, then each batch's prompt and parse rejects."""
         return self.record_rejects + [r for batch in self.batches for r in batch.rejects]
 
-    def write(self, writer: ShardWriter, with_entities: bool) -> None:
+    def write(self, writer: ShardWriter, entities: list[Entity] | None) -> None:
+        """Write the chunk's tables; ``entities`` (None without a model) are its documents' final entities."""
         writer.write("documents", documents_table(self.documents, writer.shard))
         writer.write("sentences", sentences_table(self.sentences))
         writer.write("tombstones", tombstones_table(self.tombstones, writer.shard))
-        if with_entities:
-            writer.write("entities", entities_table(self.entities, writer.shard))
+        if entities is not None:
+            writer.write("entities", entities_table(entities, writer.shard))
         writer.write("rejects", rejects_table(self.rejects, writer.shard))
 
 
@@ -262,7 +264,8 @@ class ShardSteps:
             self.tagger.finish(item, self.tagged)
             self.bar.update(item.size)
             return
-        item.write(self.writer, with_entities=self.tagger is not None)
+        entities = None if self.tagger is None else self.tagger.finish_documents(item.sentences, item.entities, self.tagged)
+        item.write(self.writer, entities)
         release_free_memory()
         if self.tagger is None:
             self.bar.update(len(item.sentences))

@@ -59,6 +59,9 @@ class TagStats:
     """Wall time inside the engine's ``generate``."""
     selector_seconds: float = 0.0
     """Wall time scoring spans with the selector."""
+    abbreviations: Counter = field(default_factory=Counter)
+    """The document pass (``bulkner.linking.abbreviations.harmonize``): definitions found, entities
+    retyped, added and dropped."""
     entities: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -71,6 +74,7 @@ class TagStats:
             "selector_added": self.selector_added,
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
+            "abbreviations": dict(sorted(self.abbreviations.items())),
             "entities_by_type": dict(sorted(self.entities.items())),
         }
 
@@ -103,7 +107,8 @@ class Tagger:
     (``pipeline.shard.ShardSteps``): ``prepare`` (prompts; CPU), ``generate`` (the engine only),
     ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
-    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None) -> None:
+    def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None,
+                 abbreviations: bool = False) -> None:
         self.engine = engine
         self.builder = builder
         self.types = {t.name: t for t in builder.types}
@@ -111,6 +116,8 @@ class Tagger:
         self.batch_sentences = batch_sentences
         self.selector = selector
         """A ``bulkner.selectors.Selector`` that scores and filters parsed spans, or None."""
+        self.abbreviations = abbreviations
+        """Whether ``finish_documents`` makes each document's abbreviations agree."""
         self.dropped: list[Entity] | None = None
         """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
         self.added: list[Entity] | None = None
@@ -167,6 +174,21 @@ class Tagger:
         batch.entities = self._select(found, batch.sentences, stats)
         return batch
 
+    def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
+        """The document pass, once every sentence of whole documents is tagged: with
+        ``abbreviations``, a short form takes its long form's type across its document and one
+        whose long form is no entity is dropped; else ``entities`` as they are."""
+        if not self.abbreviations:
+            return entities
+        from bulkner.linking.abbreviations import harmonize_documents
+
+        before = Counter(e.type for e in entities)
+        entities, counts = harmonize_documents(sentences, entities)
+        stats.abbreviations += counts
+        stats.entities += Counter(e.type for e in entities)
+        stats.entities -= before
+        return entities
+
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
         stats.prompts += 1
         stats.prompt_tokens += gen.prompt_tokens
@@ -214,6 +236,7 @@ def build_tagger(
     batch_sentences: int,
     selector: str | None = None,
     selector_threshold: float | None = None,
+    abbreviations: bool = False,
 ) -> Tagger:
     """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
     from transformers import AutoTokenizer
@@ -224,11 +247,11 @@ def build_tagger(
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
     fmt = config.answer_format or trained_format(config.model, config.adapter)
-    builder = PromptBuilder(types, tokenizer, config.max_model_len, fmt)
+    builder = PromptBuilder(types, tokenizer, config.max_model_len, fmt, config.constrain)
     scorer = None
     if selector is not None:
         from bulkner.selectors import open_selector
 
         scorer = open_selector(selector, selector_threshold)
         scorer.setup()
-    return Tagger(build_engine(config), builder, batch_sentences, scorer)
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations)

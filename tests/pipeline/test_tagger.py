@@ -180,3 +180,29 @@ def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):
     assert [(d.doc_id, d.passages[0].text) for d in documents] == [("pmid:1", "New.")]
     assert sorted(t.doc_id for t in tombstones) == ["pmid:2", "pmid:3", "pmid:4"]
     assert replaced == 1 and not rejects
+
+
+def test_the_document_pass_makes_abbreviations_agree_across_sentences():
+    """The README sample's defect: "latent TB infection (LTBI)" is a Disease, later "LTBI" came out
+    as Chemical, and "FBP", defined as a population, as Chemical. With the pass: every LTBI is a
+    Disease (the unmarked one added), FBP dropped; without it the entities are as tagged."""
+    doc = Document("pmid:9", 1, (Passage("abstract", "We screened for latent TB infection (LTBI) in foreign-born persons (FBP). "
+                                                     "LTBI was common among FBP. Treating LTBI helps."),))
+    answers = {
+        "pmid:9/0/0": "Disease:  We screened for [latent TB infection] (LTBI) in foreign-born persons (FBP).",
+        "pmid:9/0/1": "Chemical:  [LTBI] was common among [FBP].",
+        "pmid:9/0/2": "None",
+    }
+    sentences, _ = segment([doc], 2000)
+    for on in (True, False):
+        stats = TagStats()
+        tagger = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10, abbreviations=on)
+        entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats)[0], stats)
+        found = sorted((doc.passages[0].text[e.start : e.end], e.start, e.type) for e in entities)
+        if on:
+            assert found == [("LTBI", 37, "Disease"), ("LTBI", 74, "Disease"), ("LTBI", 110, "Disease"),
+                             ("latent TB infection", 16, "Disease")]
+            assert stats.abbreviations == {"definitions": 2, "retyped": 1, "added": 2, "dropped": 1}
+            assert stats.entities == {"Disease": 4}
+        else:
+            assert [t for *_, t in found] == ["Chemical", "Chemical", "Disease"] and not stats.abbreviations

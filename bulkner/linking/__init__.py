@@ -1,0 +1,1 @@
+"""Document-level steps after the selector: abbreviations made consistent, entities linked to ids."""
