@@ -1,9 +1,18 @@
-"""End-to-end throughput of `bulkner run` on real PubMed XML; prints JSON.
+"""End-to-end throughput of `bulkner run` on real PubMed XML, one JSON line per setup.
 
-    .venv/bin/python bench/pipeline.py [INPUT...] [--model smollm2-135m] [--engine vllm] [--limit-docs N]
+    .venv/bin/python bench/throughput.py [INPUT...] [--setup NAME:ADAPTER:SELECTOR:TYPES[:constrain] ...]
+        [--model smollm2-135m] [--engine vllm]
 
-Default input: the embedded sample. Reports engine start-up, sentences/s and output tokens/s of
-the tagging phase, and the end-to-end time, measured in one process.
+Every setup runs `bulkner run` over the same input in this one process, after one warm-up run on
+the embedded sample (library loading and kernel compilation are not charged to the first setup).
+In a setup, ADAPTER and SELECTOR are a directory, ``default`` (the shipped one) or ``none``;
+TYPES is a comma-separated list; a fifth field ``constrain`` turns on constrained decoding. Without ``--setup`` the shipped default runs alone. Default
+input: ``pubmedsample18n0001.xml.gz`` from ``../shared/data/pubmed`` when it is there, else the
+embedded sample.
+
+Each line: sentences/s of the shard (engine start-up excluded, reported apart), output tokens per
+sentence and per sentence token (the sentence's own tokens, from the sentences table and the
+model's tokenizer), entities per type, generation and selector seconds.
 """
 
 from __future__ import annotations
@@ -14,40 +23,78 @@ import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs to stdout otherwise: keep stdout pure JSON
 
+from bulkner.checkpoints import default_adapter, default_selector, resolve_model  # noqa: E402
 from bulkner.cli import sample_input  # noqa: E402
-from bulkner.config import EngineConfig, RunConfig  # noqa: E402
+from bulkner.config import DEFAULT_TYPES, EngineConfig, RunConfig  # noqa: E402
+from bulkner.outputs.tables import read_table  # noqa: E402
 from bulkner.runner.local import run  # noqa: E402
+
+HELD_INPUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed" / "pubmedsample18n0001.xml.gz"
+
+
+def setup(spec: str) -> dict:
+    """``NAME:ADAPTER:SELECTOR:TYPES[:constrain]`` as a dict; ``default`` and ``none`` resolved."""
+    fields = spec.split(":")
+    if len(fields) not in (4, 5) or fields[4:] not in ([], ["constrain"]):
+        raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain]")
+    name, adapter, selector, types = fields[:4]
+    pick = {"default": lambda shipped: shipped(), "none": lambda shipped: None}
+    return {
+        "name": name,
+        "adapter": pick[adapter](default_adapter) if adapter in pick else adapter,
+        "selector": pick[selector](default_selector) if selector in pick else selector,
+        "types": tuple(t for t in types.split(",") if t),
+        "constrain": fields[4:] == ["constrain"],
+    }
+
+
+def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict:
+    engine = EngineConfig(name=args.engine, model=args.model, adapter=chosen["adapter"], constrain=chosen["constrain"])
+    with tempfile.TemporaryDirectory() as out:
+        config = RunConfig(out=out, types=chosen["types"], engine=engine, selector=chosen["selector"])
+        started = time.perf_counter()
+        summary = run(inputs, config, progress=False).as_dict()
+        total = time.perf_counter() - started
+        texts = read_table(out, "sentences", columns=["text"]).column("text").to_pylist()
+    sentence_tokens = sum(len(ids) for ids in args.tokenizer(texts, add_special_tokens=False)["input_ids"])
+    sentences = summary["sentences"]
+    return {
+        "setup": chosen["name"], "types": list(chosen["types"]), "constrained": chosen["constrain"],
+        "adapter": chosen["adapter"], "selector": chosen["selector"],
+        "documents": summary["documents"], "sentences": sentences,
+        "sentences_per_second": summary["sentences_per_second"],
+        "shard_seconds": summary["seconds"], "start_up_seconds": round(total - summary["seconds"], 2),
+        "generate_seconds": summary["generate_seconds"], "selector_seconds": summary["selector_seconds"],
+        "output_tokens_per_sentence": round(summary["output_tokens"] / sentences, 2) if sentences else None,
+        "output_per_sentence_token": round(summary["output_tokens"] / sentence_tokens, 3) if sentence_tokens else None,
+        "entities_by_type": summary["entities_by_type"], "abbreviations": summary["abbreviations"],
+        "rejects_by_reason": summary["rejects_by_reason"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*")
+    parser.add_argument("--setup", action="append", default=[], help="NAME:ADAPTER:SELECTOR:TYPES (repeat)")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--adapter")
     parser.add_argument("--engine", default="vllm")
-    parser.add_argument("--types", default="Chemical,Disease")
-    parser.add_argument("--speculative-ngram", type=int, default=0)
     args = parser.parse_args()
-    engine = EngineConfig(name=args.engine, model=args.model, adapter=args.adapter, speculative_ngram=args.speculative_ngram)
-    with tempfile.TemporaryDirectory() as out:
-        config = RunConfig(out=out, types=tuple(args.types.split(",")), engine=engine)
-        started = time.perf_counter()
-        summary = run(args.inputs or [sample_input()], config, progress=False).as_dict()
-        total = time.perf_counter() - started
-    print(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "engine": args.engine, "model": args.model, "speculative_ngram": args.speculative_ngram,
-        "documents": summary["documents"], "sentences": summary["sentences"],
-        "prompt_tokens": summary["prompt_tokens"], "output_tokens": summary["output_tokens"],
-        "shard_seconds": summary["seconds"], "end_to_end_seconds": round(total, 2),
-        "sentences_per_second": summary["sentences_per_second"],
-        "output_tokens_per_second": round(summary["output_tokens"] / summary["seconds"], 1) if summary["seconds"] else None,
-    }, indent=2))
+    from transformers import AutoTokenizer
+
+    args.tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    setups = [setup(s) for s in args.setup] or [setup(f"default:default:default:{','.join(DEFAULT_TYPES)}")]
+    inputs = args.inputs or [str(HELD_INPUT) if HELD_INPUT.is_file() else sample_input()]
+    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    run_setup([sample_input()], setups[0], args)  # warm-up
+    for chosen in setups:
+        print(json.dumps({"machine": machine, "engine": args.engine, "model": args.model, "inputs": inputs}
+                         | run_setup(inputs, chosen, args)), flush=True)
 
 
 if __name__ == "__main__":
