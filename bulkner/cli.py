@@ -137,6 +137,9 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         dropped = f"; the selector dropped {summary['selector_dropped']}" if summary["selector_dropped"] else ""
         dropped += f"; the selector added {summary['selector_added']}" if summary.get("selector_added") else ""
         out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type}){dropped}")
+        if changed := {k: n for k, n in summary.get("abbreviations", {}).items() if k != "definitions" and n}:
+            out(f"abbreviations: {summary['abbreviations'].get('definitions', 0)} definitions; "
+                + ", ".join(f"{n} {k}" for k, n in changed.items()))
         out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
     rejects = summary["rejects_by_reason"]
     out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))

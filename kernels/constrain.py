@@ -85,9 +85,9 @@ class Constraint:
     """One answer under construction: the grammar's live states after the tokens seen so far.
 
     With a ``budget`` (the answer's ``max_tokens``, the end token included) the answer always fits
-    it: once the tokens left only just cover copying the rest of the sentence (longest tokens
-    first), closing what is open and opening one more bracket, nothing new may open and the copy
-    takes the longest token, so an answer is never cut with a bracket open.
+    it: a token is allowed only if, after it, the tokens left still cover copying the rest of the
+    sentence with the longest tokens, closing what is open and the end token; that path itself is
+    always allowed, so an answer is never cut with a bracket open.
     """
 
     def __init__(self, vocabulary: Vocabulary, grammar: Grammar, budget: int | None = None) -> None:
@@ -95,7 +95,7 @@ class Constraint:
         self.states = grammar.start()
         self.seen = 0
         """Tokens of the answer consumed (``advance`` takes the whole answer so far)."""
-        self._copy: list[tuple[int, int]] | None = None
+        self._copy: list[int] | None = None
 
     def advance(self, output_ids: Sequence[int]) -> None:
         """Consume the answer's tokens not yet seen; ``ValueError`` if one leaves the grammar."""
@@ -115,16 +115,17 @@ class Constraint:
         return states
 
     def allowed(self) -> list[int]:
-        """Token ids that keep the answer valid (and within its budget), end ids included where it may stop."""
-        tight = self._tight()
-        if tight is not None:
-            return tight
+        """Token ids that keep the answer valid (and able to end within its budget), end ids
+        included where it may stop."""
+        left = None if self.budget is None else self.budget - self.seen - 1  # tokens after this one
         found: list[int] = []
+        over: list[int] = []  # valid, but the answer could then not end within its budget
         stack = [(b"", self.states)]
         while stack:
             prefix, states = stack.pop()
             if prefix and prefix in self.vocabulary.ids:
-                found += self.vocabulary.ids[prefix]
+                fits = left is None or any(self._fits(s, left) for s in states)
+                (found if fits else over).extend(self.vocabulary.ids[prefix])
             if len(prefix) == self.vocabulary.longest:
                 continue
             following: dict[int, set] = {}
@@ -135,36 +136,30 @@ class Constraint:
                 longer = prefix + bytes([byte])
                 if self.vocabulary.starts(longer):
                     stack.append((longer, frozenset(nxt)))
-        return found + self._ends()
+        if any(self.grammar.final(s) for s in self.states):
+            found += self.vocabulary.end_ids
+        return found or over  # a budget too small from the start: valid answers, cut at the budget
 
-    def _ends(self) -> list[int]:
-        return self.vocabulary.end_ids if any(self.grammar.final(s) for s in self.states) else []
+    def _fits(self, state: tuple, left: int) -> bool:
+        """Whether ``left`` tokens can still finish the answer from ``state``: finish a label
+        (a byte a token, at worst), copy the rest with the longest tokens, close what is open, end."""
+        if state[0] == "none":
+            return left >= len(self.grammar.none) - state[1] + 1
+        copy = self._copy_plan()[state[1]]
+        if state[0] == "text":
+            return left >= copy + state[2] + 1
+        label = min(len(l) - len(state[3]) for l in self.grammar.labels if l.startswith(state[3]) and len(l) > len(state[3]))
+        return left >= label + copy + state[2] + 2
 
-    def _tight(self) -> list[int] | None:
-        """The only tokens left when the budget just covers the rest (None while it is not tight)."""
-        text = [s for s in self.states if s[0] == "text"]
-        if self.budget is None or len(text) != len(self.states):
-            return None
-        _, at, depth, empty = text[0]
-        copy = self._copy_plan()
-        opening = 1 + max(map(len, self.grammar.labels), default=0)  # "[Label " at a byte a token, at worst
-        if self.budget - self.seen > copy[at][0] + depth + 1 + opening:  # copy, close all, end; room to open one
-            return None
-        ids = self.vocabulary.ids
-        allowed = list(ids.get(self.grammar.text[at : at + copy[at][1]], [])) if at < len(self.grammar.text) else []
-        if depth and not empty and self.grammar.boundary[at]:
-            allowed += ids.get(b"]", [])
-        return allowed + self._ends()
-
-    def _copy_plan(self) -> list[tuple[int, int]]:
-        """Per text position: tokens needed to copy the rest with the longest token each time,
-        and that first token's length (built once, on the first tight check)."""
+    def _copy_plan(self) -> list[int]:
+        """Per text position: the tokens that copy the rest, taking the longest token each time
+        (a path every budget check relies on: from any position it is allowed), built once."""
         if self._copy is None:
             text, ids, longest = self.grammar.text, self.vocabulary.ids, self.vocabulary.longest
-            plan = [(0, 0)] * (len(text) + 1)
+            plan = [0] * (len(text) + 1)
             for at in range(len(text) - 1, -1, -1):
                 size = next((k for k in range(min(longest, len(text) - at), 0, -1) if text[at : at + k] in ids), 0)
-                plan[at] = (plan[at + size][0] + 1, size) if size else (len(text), 1)  # no token: count a byte each
+                plan[at] = plan[at + size] + 1 if size else len(text) + 1  # a byte no token writes: counted high
             self._copy = plan
         return self._copy
 
