@@ -38,17 +38,21 @@ from bulkner.runner.local import run  # noqa: E402
 HELD_INPUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed" / "pubmedsample18n0001.xml.gz"
 
 
+def shipped_or(value: str, shipped) -> str | None:
+    """A setup field: ``default`` is the shipped directory, ``none`` none, anything else a path."""
+    return shipped() if value == "default" else None if value == "none" else value
+
+
 def setup(spec: str) -> dict:
     """``NAME:ADAPTER:SELECTOR:TYPES[:constrain]`` as a dict; ``default`` and ``none`` resolved."""
     fields = spec.split(":")
     if len(fields) not in (4, 5) or fields[4:] not in ([], ["constrain"]):
         raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain]")
     name, adapter, selector, types = fields[:4]
-    pick = {"default": lambda shipped: shipped(), "none": lambda shipped: None}
     return {
         "name": name,
-        "adapter": pick[adapter](default_adapter) if adapter in pick else adapter,
-        "selector": pick[selector](default_selector) if selector in pick else selector,
+        "adapter": shipped_or(adapter, default_adapter),
+        "selector": shipped_or(selector, default_selector),
         "types": tuple(t for t in types.split(",") if t),
         "constrain": fields[4:] == ["constrain"],
     }

@@ -166,13 +166,11 @@ class Constraint:
 
 def constraint_for(vocabulary: Vocabulary, spec, budget: int | None = None) -> Constraint:
     """The ``Constraint`` of a prompt's ``bulkner.engines.base.Constraint`` (format, sentence, types)
-    for an answer of at most ``budget`` tokens."""
+    for an answer of at most ``budget`` tokens; the prompt builder only writes one for a format
+    with a grammar."""
     from bulkner.tagging import answer_format
 
-    grammar = answer_format(spec.format).grammar
-    if grammar is None:
-        raise ValueError(f"answer format {spec.format!r} has no grammar to constrain decoding with")
-    return Constraint(vocabulary, grammar(spec.sentence, spec.types), budget)
+    return Constraint(vocabulary, answer_format(spec.format).grammar(spec.sentence, spec.types), budget)
 
 
 def mask_disallowed(logits, rows: dict[int, Constraint]):

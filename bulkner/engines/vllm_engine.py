@@ -149,15 +149,16 @@ class VllmEngine:
         """Greedy sampling params for a prompt: cached per ``max_tokens``, or its own when it carries a constraint."""
         from vllm import SamplingParams
 
+        def params(**extra) -> Any:
+            return SamplingParams(temperature=0.0, max_tokens=prompt.max_tokens, stop_token_ids=self._stop_ids,
+                                  skip_special_tokens=True, **extra)
+
         if prompt.constraint is not None:
             from bulkner.kernels.vllm_constraint import extra_args
 
-            return SamplingParams(temperature=0.0, max_tokens=prompt.max_tokens, stop_token_ids=self._stop_ids,
-                                  skip_special_tokens=True, extra_args=extra_args(prompt.constraint))
+            return params(extra_args=extra_args(prompt.constraint))
         if prompt.max_tokens not in self._params:
-            self._params[prompt.max_tokens] = SamplingParams(
-                temperature=0.0, max_tokens=prompt.max_tokens, stop_token_ids=self._stop_ids, skip_special_tokens=True
-            )
+            self._params[prompt.max_tokens] = params()
         return self._params[prompt.max_tokens]
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:

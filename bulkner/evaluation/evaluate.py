@@ -97,6 +97,7 @@ def evaluate(
 
 
 def mentions(entities: Sequence[Entity]) -> set[Mention]:
+    """Entities as the scorer's mentions (document, passage, offsets, type)."""
     return {Mention(e.sentence.doc_id, e.sentence.passage_index, e.start, e.end, e.type) for e in entities}
 
 

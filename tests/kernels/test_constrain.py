@@ -125,7 +125,7 @@ def test_every_constrained_answer_parses_maps_back_and_fits_its_budget(tokenizer
         assert bool(result.spans) == (opened > 0) and all(span.type in SIX for span in result.spans)
 
 
-def test_a_step_costs_well_under_a_millisecond(tokenizer, vocabulary) -> None:
+def test_a_step_looks_up_few_byte_strings(tokenizer, vocabulary) -> None:
     """Not a timing assertion on the machine: the search visits few byte strings per step."""
     sentence, answer = next((s, a) for s, a in gold_answers(NER / "biored/Dev.filtered.PubTator", SIX, 2) if "[" in a)
     ids = tokenizer.encode(answer, add_special_tokens=False)
