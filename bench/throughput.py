@@ -1,18 +1,21 @@
 """End-to-end throughput of `bulkner run` on real PubMed XML, one JSON line per setup.
 
-    .venv/bin/python bench/throughput.py [INPUT...] [--setup NAME:ADAPTER:SELECTOR:TYPES[:constrain] ...]
+    .venv/bin/python bench/throughput.py [INPUT...] [--setup NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain] ...]
         [--model smollm2-135m] [--engine vllm]
 
 Every setup runs `bulkner run` over the same input in this one process, after one warm-up run on
 the embedded sample (library loading and kernel compilation are not charged to the first setup).
 In a setup, ADAPTER and SELECTOR are a directory, ``default`` (the shipped one) or ``none``;
-TYPES is a comma-separated list; a fifth field ``constrain`` turns on constrained decoding. Without ``--setup`` the shipped default runs alone. Default
+TYPES is a comma-separated list; then ``constrain`` turns on constrained decoding and ``uncertain``
+the cascade (``--generate uncertain``). Without ``--setup`` the shipped default runs alone. Default
 input: ``pubmedsample18n0001.xml.gz`` from ``../shared/data/pubmed`` when it is there, else the
 embedded sample.
 
 Each line: sentences/s of the shard (engine start-up excluded, reported apart), output tokens per
 sentence and per sentence token (the sentence's own tokens, from the sentences table and the
-model's tokenizer), entities per type, generation and selector seconds.
+model's tokenizer), sentences generated and decided by the classifier alone, entities per type and
+origin, generation and selector seconds, and the held-out F1 the selector's cascade band was
+calibrated for.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -44,40 +48,55 @@ def shipped_or(value: str, shipped) -> str | None:
 
 
 def setup(spec: str) -> dict:
-    """``NAME:ADAPTER:SELECTOR:TYPES[:constrain]`` as a dict; ``default`` and ``none`` resolved."""
+    """``NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain]`` as a dict; ``default`` and ``none`` resolved."""
     fields = spec.split(":")
-    if len(fields) not in (4, 5) or fields[4:] not in ([], ["constrain"]):
-        raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain]")
+    flags = fields[4:]
+    if len(fields) < 4 or not set(flags) <= {"constrain", "uncertain"} or len(set(flags)) != len(flags):
+        raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain]")
     name, adapter, selector, types = fields[:4]
     return {
         "name": name,
         "adapter": shipped_or(adapter, default_adapter),
         "selector": shipped_or(selector, default_selector),
         "types": tuple(t for t in types.split(",") if t),
-        "constrain": fields[4:] == ["constrain"],
+        "constrain": "constrain" in flags,
+        "generate": "uncertain" if "uncertain" in flags else "all",
     }
+
+
+def band_calibration(selector: str) -> dict:
+    """The selector's cascade calibration: its band, and held-out F1 with it and generating all."""
+    from bulkner.selectors import read_meta
+
+    cascade = read_meta(selector)["calibration"]["cascade"]
+    return {k: cascade[k] for k in ("low", "high", "f1", "f1_all", "generated_share")}
 
 
 def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict:
     engine = EngineConfig(name=args.engine, model=args.model, adapter=chosen["adapter"], constrain=chosen["constrain"])
     with tempfile.TemporaryDirectory() as out:
-        config = RunConfig(out=out, types=chosen["types"], engine=engine, selector=chosen["selector"])
+        config = RunConfig(out=out, types=chosen["types"], engine=engine, selector=chosen["selector"], generate=chosen["generate"])
         started = time.perf_counter()
         summary = run(inputs, config, progress=False).as_dict()
         total = time.perf_counter() - started
         texts = read_table(out, "sentences", columns=["text"]).column("text").to_pylist()
+        entities = read_table(out, "entities", columns=["type", "origin"]).to_pylist()
     sentence_tokens = sum(len(ids) for ids in args.tokenizer(texts, add_special_tokens=False)["input_ids"])
     sentences = summary["sentences"]
     return {
-        "setup": chosen["name"], "types": list(chosen["types"]), "constrained": chosen["constrain"],
+        "setup": chosen["name"], "types": list(chosen["types"]), "constrained": chosen["constrain"], "generate": chosen["generate"],
         "adapter": chosen["adapter"], "selector": chosen["selector"],
         "documents": summary["documents"], "sentences": sentences,
         "sentences_per_second": summary["sentences_per_second"],
+        "generated": summary["generated"], "classified": summary["classified"],
         "shard_seconds": summary["seconds"], "start_up_seconds": round(total - summary["seconds"], 2),
         "generate_seconds": summary["generate_seconds"], "selector_seconds": summary["selector_seconds"],
         "output_tokens_per_sentence": round(summary["output_tokens"] / sentences, 2) if sentences else None,
         "output_per_sentence_token": round(summary["output_tokens"] / sentence_tokens, 3) if sentence_tokens else None,
-        "entities_by_type": summary["entities_by_type"], "abbreviations": summary["abbreviations"],
+        "entities_by_type": summary["entities_by_type"],
+        "entities_by_origin": dict(sorted(Counter(e["origin"] for e in entities).items())),
+        "abbreviations": summary["abbreviations"],
+        "calibrated_for": band_calibration(chosen["selector"]) if chosen["generate"] != "all" else None,
         "rejects_by_reason": summary["rejects_by_reason"],
     }
 

@@ -121,6 +121,21 @@ class InputConfig:
         return self.max_record_mb << 20
 
 
+GENERATE = {
+    "all": "the generator reads every sentence (then the selector, if any, checks its spans)",
+    "uncertain": "the span classifier reads every sentence; the generator only those it is unsure of",
+}
+"""The values of ``--generate``."""
+
+
+def check_generate(generate: str, selector: str | None) -> None:
+    """ValueError unless ``generate`` is a ``GENERATE`` mode that the selector (or its absence) allows."""
+    if generate not in GENERATE:
+        raise ValueError(f"generate must be one of {', '.join(GENERATE)}, got {generate!r}")
+    if generate == "uncertain" and selector is None:
+        raise ValueError("--generate uncertain needs the span selector (it decides which sentences to generate)")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One pipeline run over a set of shards into one output directory."""
@@ -152,6 +167,10 @@ class RunConfig:
     """The document pass: abbreviation definitions are found in each document, a short form takes
     the type of its long form's entity wherever it occurs, and one whose long form is no entity is
     dropped (``bulkner.linking.abbreviations``)."""
+    generate: str = "all"
+    """Which sentences the generator reads (``GENERATE``): ``uncertain`` runs the span selector's
+    classifier over every sentence first and generates only where one of its spans falls inside
+    the selector's calibrated uncertainty band."""
 
     def __post_init__(self) -> None:
         if not self.types:
@@ -166,6 +185,7 @@ class RunConfig:
             raise ValueError(f"queue_batches must be >= 0, got {self.queue_batches}")
         if self.max_sentence_chars < 1:
             raise ValueError(f"max_sentence_chars must be >= 1, got {self.max_sentence_chars}")
+        check_generate(self.generate, self.selector)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ def _selector(config: RunConfig) -> str:
     return open_selector(config.selector, config.selector_threshold).fingerprint()
 
 
+def _band(config: RunConfig) -> dict:
+    """The cascade's mode and the selector's calibrated band it uses."""
+    from bulkner.selectors import open_selector
+
+    return {"mode": config.generate, "band": open_selector(config.selector).band}
+
+
 def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool = True) -> dict:
     """The fingerprint of a run as a JSON-able dict with a ``hash`` key."""
     engine = config.engine
@@ -58,6 +65,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "parser": tagging.VERSION,
             "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
-        } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {})
+        } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {}) \
+          | ({"generate": _band(config)} if config.generate != "all" else {})  # runs from before it keep their hash
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

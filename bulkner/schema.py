@@ -105,6 +105,17 @@ class Entity:
     end: int
     type: str
     score: float = field(default=1.0)
+    origin: str = "generator"
+    """Where the mention comes from (``ORIGINS``)."""
+
+
+ORIGINS = {
+    "generator": "the generator's span (kept by the selector, when one runs)",
+    "selector": "added by the span selector in a sentence the generator read",
+    "classifier": "the span classifier's alone, in a sentence it decided without the generator (--generate uncertain)",
+    "abbreviation": "a short form the document pass tagged like its long form",
+}
+"""The values of the entities table's ``origin`` column."""
 
 
 DOCUMENTS = pa.schema(
@@ -148,6 +159,7 @@ ENTITIES = pa.schema(
         pa.field("type", pa.string(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("origin", pa.string()),
     ]
 )
 

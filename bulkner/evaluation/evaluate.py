@@ -13,7 +13,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bulkner.corpora import GoldDocument
-from bulkner.config import MAX_SENTENCE_CHARS, RunConfig, EngineConfig
+from bulkner.config import MAX_SENTENCE_CHARS, RunConfig, EngineConfig, check_generate
 from bulkner.engines.oracle import OracleEngine, OraclePrompts, oracle_targets
 from bulkner.evaluation.predictions import sentence_predictions
 from bulkner.pipeline.tagger import Tagger, TagStats, segment
@@ -156,6 +156,8 @@ class EvalConfig:
     max_sentence_chars: int = MAX_SENTENCE_CHARS
     abbreviations: bool = RunConfig.abbreviations
     """The document pass (``RunConfig.abbreviations``); scored with and without it."""
+    generate: str = RunConfig.generate
+    """Which sentences the generator reads (``RunConfig.generate``)."""
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -164,6 +166,7 @@ class EvalConfig:
             raise ValueError("the oracle answers with gold spans: a selector has nothing to check")
         if self.types is not None and not self.types:
             raise ValueError("types must be None (the corpus's) or non-empty")
+        check_generate(self.generate, self.selector)
 
 
 def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict | None = None) -> dict:
@@ -180,7 +183,7 @@ def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict
     tagger = None
     if config.engine is not None:
         tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
-                              config.abbreviations)
+                              config.abbreviations, config.generate)
     try:
         result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions,
                           config.oracle_format)

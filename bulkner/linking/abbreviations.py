@@ -149,7 +149,7 @@ def harmonize(sentences: Sequence[Sentence], entities: Sequence[Entity]) -> tupl
                 crossing = [e for e in free if not e.start <= start < end <= e.end]
                 drop.update(crossing)
                 if len(crossing) == len(overlapping):  # nothing exactly on or around the mention
-                    add.append(Entity(sentence, start, end, source.type, source.score))
+                    add.append(Entity(sentence, start, end, source.type, source.score, "abbreviation"))
     return _merge(entities, drop, retype, add, Counter(definitions=len(defined)))
 
 

@@ -85,6 +85,8 @@ class RunSummary:
             "output_tokens": self.total("output_tokens"),
             "selector_dropped": self.total("selector_dropped"),
             "selector_added": self.total("selector_added"),
+            "generated": self.total("prompts"),
+            "classified": self.total("classified"),
             "abbreviations": dict(sorted(self.merged("abbreviations").items())),
             "generate_seconds": round(self.total("generate_seconds"), 1),
             "selector_seconds": round(self.total("selector_seconds"), 1),

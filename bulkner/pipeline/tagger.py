@@ -55,6 +55,8 @@ class TagStats:
     """Parsed spans the entity selector scored under its threshold."""
     selector_added: int = 0
     """Spans a span selector added that the generator did not propose."""
+    classified: int = 0
+    """Sentences the span classifier decided alone, without the generator (``--generate uncertain``)."""
     generate_seconds: float = 0.0
     """Wall time inside the engine's ``generate``."""
     selector_seconds: float = 0.0
@@ -72,6 +74,7 @@ class TagStats:
             "unfinished": self.unfinished,
             "selector_dropped": self.selector_dropped,
             "selector_added": self.selector_added,
+            "classified": self.classified,
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
             "abbreviations": dict(sorted(self.abbreviations.items())),
@@ -100,6 +103,13 @@ class Batch:
     generations: list[Generation] = field(default_factory=list)
     entities: list[Entity] = field(default_factory=list)
     """After ``finish``: the spans kept, with their selector scores."""
+    classified: list[Entity] = field(default_factory=list)
+    """The cascade: the classifier's entities of the sentences it decided alone (they have no prompt)."""
+    skipped: int = 0
+    """The cascade: sentences decided without the generator."""
+    probs: list | None = None
+    """The cascade: the span scores of ``sentences`` (the selector does not compute them again)."""
+    triage_seconds: float = 0.0
 
 
 class Tagger:
@@ -108,7 +118,7 @@ class Tagger:
     ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None,
-                 abbreviations: bool = False) -> None:
+                 abbreviations: bool = False, cascade: bool = False) -> None:
         self.engine = engine
         self.builder = builder
         self.types = {t.name: t for t in builder.types}
@@ -118,6 +128,12 @@ class Tagger:
         """A ``bulkner.selectors.Selector`` that scores and filters parsed spans, or None."""
         self.abbreviations = abbreviations
         """Whether ``finish_documents`` makes each document's abbreviations agree."""
+        if cascade and (selector is None or selector.band is None):
+            raise ValueError("--generate uncertain needs a span selector with a calibrated cascade band "
+                             "(bulkner train-selector --calibrate-only with the generator)")
+        self.cascade = cascade
+        """``--generate uncertain``: the span classifier reads every sentence first and the
+        generator only those with a span inside the selector's uncertainty band."""
         self.dropped: list[Entity] | None = None
         """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
         self.added: list[Entity] | None = None
@@ -146,9 +162,11 @@ class Tagger:
             yield self.prepare(batch)
 
     def prepare(self, sentences: Sequence[Sentence]) -> Batch:
-        """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``)."""
+        """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``).
+        With the cascade, the sentences the classifier decides alone get its entities, no prompt."""
         batch = Batch(len(sentences))
-        for sentence in sentences:
+        pending = self._triage(sentences, batch) if self.cascade else [(s, None) for s in sentences]
+        for sentence, probs in pending:
             prompt = self.builder.build(sentence)
             if prompt is None:
                 detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
@@ -156,7 +174,25 @@ class Tagger:
                 continue
             batch.prompts.append(prompt)
             batch.sentences.append(sentence)
+            if batch.probs is not None:
+                batch.probs.append(probs)
         return batch
+
+    def _triage(self, sentences: Sequence[Sentence], batch: Batch) -> list[tuple[Sentence, object]]:
+        """The cascade's first pass: ``batch.classified`` gets the entities of the sentences the
+        classifier decides alone; returns the others, each with its span scores."""
+        started = time.perf_counter()
+        probs, decided = self.selector.triage([s.text for s in sentences], self.type_names)
+        batch.triage_seconds = time.perf_counter() - started
+        batch.probs, pending = [], []
+        for sentence, p, spans in zip(sentences, probs, decided, strict=True):
+            if spans is None:
+                pending.append((sentence, p))
+                continue
+            batch.skipped += 1
+            batch.classified += [Entity(sentence, sentence.start + a, sentence.start + b, name, score, "classifier")
+                                 for _, a, b, name, score in spans]
+        return pending
 
     def generate(self, batch: Batch, stats: TagStats) -> Batch:
         """The engine's generations for ``batch``'s prompts, in their order."""
@@ -171,7 +207,11 @@ class Tagger:
         found: list[Entity] = []
         for sentence, generation in zip(batch.sentences, batch.generations, strict=True):
             self._collect(sentence, generation, stats, found, batch.rejects)
-        batch.entities = self._select(found, batch.sentences, stats)
+        batch.entities = self._select(found, batch.sentences, stats, batch.probs) + batch.classified
+        stats.classified += batch.skipped
+        stats.selector_seconds += batch.triage_seconds
+        for e in batch.classified:
+            stats.entities[e.type] += 1
         return batch
 
     def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
@@ -201,9 +241,10 @@ class Tagger:
         for span in result.spans:
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
 
-    def _select(self, found: list[Entity], sentences: Sequence[Sentence], stats: TagStats) -> list[Entity]:
+    def _select(self, found: list[Entity], sentences: Sequence[Sentence], stats: TagStats, probs=None) -> list[Entity]:
         """Score ``found`` with the selector (if any), keep those at or over its threshold and add
-        the spans of ``sentences`` it proposes itself (a span selector)."""
+        the spans of ``sentences`` it proposes itself (a span selector); ``probs``: the sentences'
+        span scores when the cascade computed them already."""
         kept = found
         if self.selector is not None:
             from bulkner.selectors import Candidate
@@ -213,14 +254,14 @@ class Tagger:
             started = time.perf_counter()
             position = {id(s): k for k, s in enumerate(sentences)}
             owners = [position[id(e.sentence)] for e in found]
-            scores, keep, extra = self.selector.select(candidates, owners, [s.text for s in sentences], self.type_names)
+            scores, keep, extra = self.selector.select(candidates, owners, [s.text for s in sentences], self.type_names, probs)
             stats.selector_seconds += time.perf_counter() - started
             scored = [replace(e, score=p) for e, p in zip(found, scores)]
             kept = [e for e, ok in zip(scored, keep) if ok]
             stats.selector_dropped += len(found) - len(kept)
             if self.dropped is not None:
                 self.dropped += [e for e, ok in zip(scored, keep) if not ok]
-            added = [Entity(sentences[k], sentences[k].start + a, sentences[k].start + b, name, p) for k, a, b, name, p in extra]
+            added = [Entity(sentences[k], sentences[k].start + a, sentences[k].start + b, name, p, "selector") for k, a, b, name, p in extra]
             stats.selector_added += len(added)
             if self.added is not None:
                 self.added += added
@@ -237,6 +278,7 @@ def build_tagger(
     selector: str | None = None,
     selector_threshold: float | None = None,
     abbreviations: bool = False,
+    generate: str = "all",
 ) -> Tagger:
     """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
     from transformers import AutoTokenizer
@@ -254,4 +296,4 @@ def build_tagger(
 
         scorer = open_selector(selector, selector_threshold)
         scorer.setup()
-    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations)
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=generate == "uncertain")

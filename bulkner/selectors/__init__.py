@@ -14,7 +14,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from bulkner.types import EntityType
 
@@ -48,10 +48,19 @@ class Selector(Protocol):
 
     def setup(self) -> None: ...
 
+    band: tuple[float, float] | None
+    """The calibrated uncertainty band of the cascade (``--generate uncertain``), or None."""
+
+    def triage(self, sentences: Sequence[str], types: Sequence[str]) -> tuple[list[Any], list[list[Added] | None]]:
+        """The cascade: each sentence's span scores, and the spans of the sentences it decides
+        without the generator (None for those the generator must read)."""
+        ...
+
     def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
-               types: Sequence[str]) -> tuple[list[float], list[bool], list[Added]]:
+               types: Sequence[str], probs: Sequence[Any] | None = None) -> tuple[list[float], list[bool], list[Added]]:
         """Each candidate's score and keep decision (``candidates[i]`` is a span of
-        ``sentences[owners[i]]``), and the spans of ``types`` the selector adds."""
+        ``sentences[owners[i]]``), and the spans of ``types`` the selector adds; ``probs``: the
+        sentences' scores from ``triage``, not computed again."""
         ...
 
     def fingerprint(self) -> str:

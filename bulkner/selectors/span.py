@@ -139,6 +139,30 @@ def decide(probs: Probs, proposed: Sequence[tuple[int, int, int]], allowed: Sequ
     return scores, added
 
 
+def scored_whole(text: str, probs: Probs) -> bool:
+    """Whether the encoder scored spans up to ``text``'s last word (it cuts long sentences short)."""
+    words = word_tokens(text)
+    return not words or any(end == words[-1][1] for _, end in probs)
+
+
+Band = tuple[float, float]
+"""The cascade's uncertainty band ``(low, high)`` on a span's probability for a type."""
+
+
+def triage(text: str, probs: Probs, allowed: Sequence[int], band: Band) -> list[tuple[int, int, int, float]] | None:
+    """The cascade's decision for one sentence: None when the generator must read it (a span of
+    an ``allowed`` type has a probability inside ``band`` (``low <= p < high``), or the encoder cut
+    the sentence short so that its last word was not scored); else the classifier's own spans
+    ``(start, end, type index, p)``: those at ``high`` or more, the most probable first, none
+    overlapping another (as :func:`decide` adds spans)."""
+    low, high = band
+    if not scored_whole(text, probs):
+        return None
+    if any(low <= p[1 + t] < high for p in probs.values() for t in allowed):
+        return None
+    return decide(probs, [], allowed, 1.0, high)[1]
+
+
 class SpanSelector:
     """A saved span selector: ``select`` filters proposed spans and adds its own (see module doc)."""
 
@@ -154,6 +178,9 @@ class SpanSelector:
         self.threshold = float(self.meta["threshold"] if threshold is None else threshold)
         self.add_threshold = float(self.meta["add_threshold"])
         self.types = list(self.meta["types"])
+        cascade = self.meta.get("cascade")
+        self.band: Band | None = (float(cascade["low"]), float(cascade["high"])) if cascade else None
+        """The calibrated uncertainty band of ``--generate uncertain``, or None (not calibrated)."""
         self.batch_size = batch_size
         self.device = device
         self._model: Any = None
@@ -177,16 +204,34 @@ class SpanSelector:
             self.setup()
         return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
 
+    def triage(self, sentences: Sequence[str], types: Sequence[str]) -> tuple[list[Probs], list[list[Added] | None]]:
+        """The cascade (``--generate uncertain``): each sentence's span probabilities and, per
+        sentence, the classifier's spans ``(sentence index, start, end, type, p)`` of ``types``
+        when it decides the sentence alone, None when the generator must read it (:func:`triage`)."""
+        if self.band is None:
+            raise ValueError(f"{self.path} has no calibrated cascade band: run bulkner train-selector --calibrate-only "
+                             f"with the generator (--adapter/--model) to calibrate it")
+        allowed = self.allowed(types)
+        probs = self.probs(list(sentences))
+        decided = [triage(text, p, allowed, self.band) for text, p in zip(sentences, probs)]
+        return probs, [None if spans is None else [(k, s, e, self.types[t], p) for s, e, t, p in spans]
+                       for k, spans in enumerate(decided)]
+
+    def allowed(self, types: Sequence[str]) -> list[int]:
+        """Indices of the requested ``types`` this selector was trained on."""
+        return [self.types.index(t) for t in types if t in self.types]
+
     def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
-               types: Sequence[str]) -> tuple[list[float], list[bool], list[Added]]:
+               types: Sequence[str], probs: Sequence[Probs] | None = None) -> tuple[list[float], list[bool], list[Added]]:
         """Scores and keep decisions of ``candidates`` (``candidates[i]`` is a span of
         ``sentences[owners[i]]``; those it cannot score — longer than ``MAX_WIDTH`` tokens, off
         word boundaries, of a type it was not trained on — get 1.0 and are kept) and the spans it
         adds, ``(sentence index, start, end, type, p)``, of ``types``. Sentences with the same text
-        are scored once and decided each on its own."""
+        are scored once and decided each on its own; ``probs``, when given, are the sentences'
+        span probabilities already computed (:meth:`triage`)."""
         texts = list(dict.fromkeys(sentences))
-        probs = dict(zip(texts, self.probs(texts)))
-        allowed = [self.types.index(t) for t in types if t in self.types]
+        probs = dict(zip(sentences, probs)) if probs is not None else dict(zip(texts, self.probs(texts)))
+        allowed = self.allowed(types)
         scores: list[float] = [1.0] * len(candidates)
         keep = [True] * len(candidates)
         added: list[Added] = []

@@ -26,18 +26,24 @@ from typing import Any, Callable, Mapping, Sequence
 from bulkner.schema import Sentence, Span
 from bulkner.selectors import SELECTOR_VERSION, read_meta, write_meta
 from bulkner.selectors.encoder import autocast, collate, default_encoder_dir, pick_device, save_selector
-from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, SpanSelector, decide, encode, span_model, span_probs
+from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, SpanSelector, decide, encode, scored_whole, span_model, span_probs
 
 logger = logging.getLogger(__name__)
 
 KEEP_GRID = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 ADD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
 """Thresholds tried at calibration; an add threshold over 1 adds nothing."""
+LOW_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+HIGH_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+"""Bounds of the cascade's uncertainty band tried at calibration."""
+MAX_F1_LOSS = 0.003
+"""The held-out F1 the cascade may lose against generating every sentence (0.3 points)."""
 
 Row = tuple[Sentence, list[Span], Sequence[Any]]
 """A training sentence, its gold spans (sentence offsets) and the entity types its source annotates."""
-Item = tuple[Probs, list[tuple[int, int, int]], list[int], set[tuple[int, int, int]]]
-"""A held-out sentence for calibration: span probabilities, proposed spans, allowed type indices, gold."""
+Item = tuple[Probs, list[tuple[int, int, int]], list[int], set[tuple[int, int, int]], str]
+"""A held-out sentence for calibration: span probabilities, proposed spans, allowed type indices,
+gold, its text."""
 
 
 @dataclass(frozen=True)
@@ -248,8 +254,11 @@ def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentenc
 
 
 def with_calibration(meta: dict, calibration: dict) -> dict:
-    """``meta`` with the calibrated thresholds and the calibration that chose them."""
-    return meta | {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "calibration": calibration}
+    """``meta`` with the calibrated thresholds (and cascade band, when calibrated with the
+    generator) and the calibration that chose them."""
+    meta = {k: v for k, v in meta.items() if k != "cascade"}
+    band = {"cascade": {k: calibration["cascade"][k] for k in ("low", "high")}} if "cascade" in calibration else {}
+    return meta | {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "calibration": calibration} | band
 
 
 def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows: Sequence[Row], types: Sequence[str], predictions) -> dict:
@@ -266,27 +275,67 @@ def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows:
                 outside += 1
             elif sp.type in names:
                 proposed.append((sp.start, sp.end, types.index(sp.type)))
-        items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}))
+        items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}, sentence.text))
     if outside:
         logger.warning("%d predicted spans lie outside their sentences and were not used: predictions of another corpus?", outside)
     calibration = calibrate(items) | {"on": "generator" if predictions else "selector alone"}
     if not predictions:
         calibration["threshold"] = 0.0
+    else:  # the cascade skips the generator: only its spans say what skipping loses
+        calibration["cascade"] = cascade_band(items, calibration["threshold"], calibration["add_threshold"])
     return calibration
 
 
+def combined(item: Item, keep_threshold: float, add_threshold: float) -> set[tuple[int, int, int]]:
+    """The spans generator plus selector give one held-out sentence, ``(start, end, type index)``."""
+    probs, proposed, allowed, _, _ = item
+    scores, added = decide(probs, proposed, allowed, keep_threshold, add_threshold)
+    final = {(s, e, t) for (s, e, t), p in zip(proposed, scores) if p is None or p >= keep_threshold}
+    return final | {(s, e, t) for s, e, t, _ in added}
+
+
+def f1_of(finals: Sequence[set], items: Sequence[Item]) -> float:
+    """Micro F1 of the predicted span sets ``finals`` against the items' gold."""
+    tp = sum(len(final & item[3]) for final, item in zip(finals, items))
+    total = sum(len(final) + len(item[3]) for final, item in zip(finals, items))
+    return 2 * tp / total if total else 0.0
+
+
 def combined_f1(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> float:
-    """F1 of generator plus selector over held-out sentences ``(probs, proposed, allowed, gold)``;
-    gold and proposed as ``(start, end, type index)``."""
-    tp = predicted = positives = 0
-    for probs, proposed, allowed, gold in items:
-        scores, added = decide(probs, proposed, allowed, keep_threshold, add_threshold)
-        final = {(s, e, t) for (s, e, t), p in zip(proposed, scores) if p is None or p >= keep_threshold}
-        final |= {(s, e, t) for s, e, t, _ in added}
-        tp += len(final & gold)
-        predicted += len(final)
-        positives += len(gold)
-    return 2 * tp / (predicted + positives) if predicted + positives else 0.0
+    """F1 of generator plus selector over held-out sentences; gold and proposed as ``(start, end, type index)``."""
+    return f1_of([combined(item, keep_threshold, add_threshold) for item in items], items)
+
+
+def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> dict:
+    """The cascade's uncertainty band (``LOW_GRID`` x ``HIGH_GRID``) that generates the fewest
+    held-out sentences while losing at most ``MAX_F1_LOSS`` F1 against generating them all (ties:
+    the higher F1). A sentence skips the generator when every span's probability for each of its
+    types lies outside the band (``span.triage``) and then gets the classifier's spans at ``high``
+    or more. Its calibration record: the band, both F1s and the share of sentences generated."""
+    import bisect
+
+    full = [combined(item, keep_threshold, add_threshold) for item in items]
+    f1_all = f1_of(full, items)
+    values = [sorted(p[1 + t] for p in item[0].values() for t in item[2]) for item in items]
+    whole = [scored_whole(item[4], item[0]) for item in items]
+    alone = {high: [{(s, e, t) for s, e, t, _ in decide(item[0], [], item[2], 1.0, high)[1]} for item in items] for high in HIGH_GRID}
+    best = None
+    for low in LOW_GRID:
+        for high in HIGH_GRID:
+            finals, generated = [], 0
+            for k, v in enumerate(values):
+                inside = bisect.bisect_left(v, low) < bisect.bisect_left(v, high)
+                if inside or not whole[k]:
+                    finals.append(full[k])
+                    generated += 1
+                else:
+                    finals.append(alone[high][k])
+            f1 = f1_of(finals, items)
+            if f1 >= f1_all - MAX_F1_LOSS and (best is None or (generated, -f1) < (best["generated_sentences"], -best["f1"])):
+                best = {"low": low, "high": high, "f1": f1, "generated_sentences": generated}
+    best = best or {"low": 0.0, "high": 1.01, "f1": f1_all, "generated_sentences": len(items)}  # the band [0, 1.01) holds every p
+    return best | {"f1_all": f1_all, "generated_share": round(best["generated_sentences"] / max(1, len(items)), 4),
+                   "sentences": len(items), "max_f1_loss": MAX_F1_LOSS}
 
 
 def calibrate(items: Sequence[Item]) -> dict:

