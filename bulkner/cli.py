@@ -132,7 +132,7 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
     for shard, error in summary["failed"].items():
         out(f"  failed {shard}: {error}")
     out(f"documents: {summary['documents']}  tombstones: {summary['tombstones']}  sentences: {summary['sentences']}")
-    if "entities_by_type" in summary and summary["prompt_tokens"]:
+    if "entities_by_type" in summary and (summary["prompt_tokens"] or summary.get("classified")):
         by_type = ", ".join(f"{t} {n}" for t, n in summary["entities_by_type"].items()) or "none"
         dropped = f"; the selector dropped {summary['selector_dropped']}" if summary["selector_dropped"] else ""
         dropped += f"; the selector added {summary['selector_added']}" if summary.get("selector_added") else ""
@@ -140,11 +140,13 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         if changed := {k: n for k, n in summary.get("abbreviations", {}).items() if k != "definitions" and n}:
             out(f"abbreviations: {summary['abbreviations'].get('definitions', 0)} definitions; "
                 + ", ".join(f"{n} {k}" for k, n in changed.items()))
+        if summary.get("classified"):
+            out(f"sentences: {summary['generated']} generated, {summary['classified']} decided by the classifier alone")
         out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
     rejects = summary["rejects_by_reason"]
     out(f"rejects: {sum(rejects.values())}" + "".join(f"\n  {k}: {n}" for k, n in rejects.items()))
     if summary["sentences_per_second"]:
-        parts = f" (generation {summary['generate_seconds']} s, selector {summary['selector_seconds']} s)" if summary.get("prompt_tokens") else ""
+        parts = f" (generation {summary['generate_seconds']} s, selector {summary['selector_seconds']} s)" if summary.get("prompt_tokens") or summary.get("classified") else ""
         out(f"time: {summary['seconds']} s, {summary['sentences_per_second']} sentences/s{parts}")
 
 
@@ -191,6 +193,8 @@ FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, an
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
 ABBREVIATIONS_HELP = ("Document pass: a short form defined in a document (\"latent TB infection (LTBI)\") takes its long "
                       "form's entity type wherever it occurs there; one whose long form is no entity is dropped.")
+GENERATE_HELP = ("Which sentences the LLM reads: all, or uncertain (the span selector's classifier reads every sentence "
+                 "first; the LLM only those with a span inside the selector's calibrated uncertainty band).")
 CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
                   "format (brackets), so every answer parses and maps back. Not with --speculative-ngram.")
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."
@@ -223,6 +227,7 @@ def run(
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP),
+    generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
     replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the cluster holds, more as nodes join)."),
@@ -251,6 +256,7 @@ def run(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field, max_record_mb), batch_sentences=batch_sentences,
             queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold, abbreviations=abbreviations,
+            generate=generate,
         )
     except ValueError as err:
         fail(str(err))
@@ -300,6 +306,7 @@ def eval_(
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP + " Scored both ways (the JSON's document_pass has the scores without it)."),
+    generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
     batch_sentences: int = typer.Option(RunConfig.batch_sentences, help="Sentences per engine call."),
     max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
@@ -331,7 +338,7 @@ def eval_(
         config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config,
                             oracle_format=answer_format or DEFAULT_FORMAT, selector=chosen,
                             selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences,
-                            abbreviations=abbreviations)
+                            abbreviations=abbreviations, generate=generate)
         result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
