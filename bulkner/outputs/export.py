@@ -62,6 +62,8 @@ class Mention:
     text: str
     type: str
     score: float
+    origin: str | None = None
+    """The entities table's ``origin`` (None in tables written before it)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def shard_documents(
     for e in entities.to_pylist() if entities is not None else ():
         if e["doc_id"] not in passages or (types is not None and e["type"] not in types):
             continue  # an older version of a document replaced later, or a type not asked for
-        mention = Mention(e["start"], e["end"], e["text"], e["type"], _score(e["score"]))
+        mention = Mention(e["start"], e["end"], e["text"], e["type"], _score(e["score"]), e.get("origin"))
         mentions.setdefault((e["doc_id"], e["passage_index"]), []).append(mention)
     exported = []
     for doc_id, rows in passages.items():
@@ -210,7 +212,8 @@ def jsonl_line(doc: ExportDocument) -> str:
             "kind": p.kind,
             "label": p.label,
             "text": p.text,
-            "entities": [{"start": m.start, "end": m.end, "text": m.text, "type": m.type, "score": m.score} for m in p.mentions],
+            "entities": [{"start": m.start, "end": m.end, "text": m.text, "type": m.type, "score": m.score, "origin": m.origin}
+                         for m in p.mentions],
         }
         for p in doc.passages
     ]
@@ -246,7 +249,7 @@ def bioc_document(doc: ExportDocument, xml: bool = False):
         for m in p.mentions:
             annotation = bioc.BioCAnnotation()
             annotation.id, annotation.text = str(number), clean(m.text)
-            annotation.infons = {"type": clean(m.type), "score": f"{m.score:.6g}"}
+            annotation.infons = {"type": clean(m.type), "score": f"{m.score:.6g}"} | ({"origin": m.origin} if m.origin else {})
             annotation.add_location(bioc.BioCLocation(p.offset + m.start, m.end - m.start))
             passage.add_annotation(annotation)
             number += 1
