@@ -140,6 +140,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         if changed := {k: n for k, n in summary.get("abbreviations", {}).items() if k != "definitions" and n}:
             out(f"abbreviations: {summary['abbreviations'].get('definitions', 0)} definitions; "
                 + ", ".join(f"{n} {k}" for k, n in changed.items()))
+        if links := summary.get("links"):
+            out(f"links: {links.get('linked', 0)} entities with a concept id, {links.get('unlinked', 0)} without")
         if summary.get("classified"):
             out(f"sentences: {summary['generated']} generated, {summary['classified']} decided by the classifier alone")
         out(f"tokens: {summary['prompt_tokens']} prompt, {summary['output_tokens']} output")
@@ -193,6 +195,8 @@ FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, an
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
 ABBREVIATIONS_HELP = ("Document pass: a short form defined in a document (\"latent TB infection (LTBI)\") takes its long "
                       "form's entity type wherever it occurs there; one whose long form is no entity is dropped.")
+LINK_HELP = "Give every entity a concept id (MeSH, NCBI Gene, NCBI Taxonomy, dbSNP, Cellosaurus) or none, from the knowledge base."
+KB_HELP = "Knowledge-base directory (bulkner kb build); default: the one built from the installed tables, cached on first use."
 GENERATE_HELP = ("Which sentences the LLM reads: all, or uncertain (the span selector's classifier reads every sentence "
                  "first; the LLM only those with a span inside the selector's calibrated uncertainty band).")
 CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
@@ -228,6 +232,8 @@ def run(
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP),
     generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
+    link: bool = typer.Option(RunConfig.link, "--link/--no-link", help=LINK_HELP),
+    kb: Optional[Path] = typer.Option(None, help=KB_HELP),
     runner: str = typer.Option("local", help="local (this process) or ray (one actor per model replica)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else start a local one)."),
     replicas: Optional[int] = typer.Option(None, help="Ray: model replicas (default: as many as the cluster holds, more as nodes join)."),
@@ -256,7 +262,7 @@ def run(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field, max_record_mb), batch_sentences=batch_sentences,
             queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold, abbreviations=abbreviations,
-            generate=generate,
+            generate=generate, link=link, kb=str(kb) if kb else None,
         )
     except ValueError as err:
         fail(str(err))
@@ -307,6 +313,8 @@ def eval_(
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP + " Scored both ways (the JSON's document_pass has the scores without it)."),
     generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
+    link: bool = typer.Option(RunConfig.link, "--link/--no-link", help=LINK_HELP + " Scored with the gold ids where the corpus has them."),
+    kb: Optional[Path] = typer.Option(None, help=KB_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N documents."),
     batch_sentences: int = typer.Option(RunConfig.batch_sentences, help="Sentences per engine call."),
     max_model_len: int = typer.Option(EngineConfig.max_model_len, help="Longest prompt + answer in tokens."),
@@ -338,7 +346,7 @@ def eval_(
         config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config,
                             oracle_format=answer_format or DEFAULT_FORMAT, selector=chosen,
                             selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences,
-                            abbreviations=abbreviations, generate=generate)
+                            abbreviations=abbreviations, generate=generate, link=link, kb=str(kb) if kb else None)
         result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -357,6 +365,10 @@ def eval_(
     typer.echo("pipeline: " + ", ".join(f"{k} {v}" for k, v in pipeline.items() if k != "rejects"))
     if pipeline["rejects"]:
         typer.echo("rejects: " + ", ".join(f"{k} {v}" for k, v in pipeline["rejects"].items()))
+    for kind, linked in result.get("linking", {}).items():
+        gold, docs = linked["gold_mentions"], linked["documents"]
+        typer.echo(f"linking {kind}: accuracy {gold['accuracy']:.3f} on {gold['with_id']} gold mentions; "
+                   f"documents P {docs['precision']:.3f} R {docs['recall']:.3f} F1 {docs['f1']:.3f}")
 
 
 @app.command("train")

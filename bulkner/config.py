@@ -167,6 +167,11 @@ class RunConfig:
     """The document pass: abbreviation definitions are found in each document, a short form takes
     the type of its long form's entity wherever it occurs, and one whose long form is no entity is
     dropped (``bulkner.linking.abbreviations``)."""
+    link: bool = True
+    """Every entity gets a concept id (a CURIE) or none, from the knowledge base (``bulkner.linking``)."""
+    kb: str | None = None
+    """Knowledge-base directory (``bulkner kb build``); None: the default one, built into the cache
+    from the installed tables on first use."""
     generate: str = "all"
     """Which sentences the generator reads (``GENERATE``): ``uncertain`` runs the span selector's
     classifier over every sentence first and generates only where one of its spans falls inside

@@ -15,6 +15,7 @@ from typing import Sequence
 from bulkner import tagging
 from bulkner.connectors import discover
 from bulkner.linking import abbreviations
+from bulkner.linking.link import Linker
 from bulkner.pipeline import prompt, sentences
 from bulkner.config import RunConfig
 from bulkner.checkpoints import content_id, trained_format
@@ -66,6 +67,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
         } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {}) \
-          | ({"generate": _band(config)} if config.generate != "all" else {})  # runs from before it keep their hash
+          | ({"generate": _band(config)} if config.generate != "all" else {}) \
+          | ({"linking": Linker(config.kb).fingerprint()} if config.link else {})  # runs from before these keep their hash
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

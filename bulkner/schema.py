@@ -107,6 +107,11 @@ class Entity:
     score: float = field(default=1.0)
     origin: str = "generator"
     """Where the mention comes from (``ORIGINS``)."""
+    concept_id: str | None = None
+    """The linked concept, a CURIE (``MESH:D004317``, ``NCBIGene:7157``), or None (``bulkner.linking``)."""
+    link_score: float | None = None
+    """The linker's score of ``concept_id`` (1.0 for an exact name; a cosine for an approximate
+    match, also when it fell under the threshold and no id was given); None when not linked."""
 
 
 ORIGINS = {
@@ -160,6 +165,8 @@ ENTITIES = pa.schema(
         pa.field("score", pa.float32(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("origin", pa.string()),
+        pa.field("concept_id", pa.string()),
+        pa.field("link_score", pa.float32()),
     ]
 )
 

@@ -65,11 +65,14 @@ def evaluate(
     progress: bool = False,
     predictions: dict | None = None,
     oracle_format: str = DEFAULT_FORMAT,
+    gold_ids: Sequence | None = None,
 ) -> dict:
     """Score the pipeline on ``gold`` with ``tagger`` (see ``pipeline.tagger.build_tagger``), or, when
     it is None, with gold-tagged generations (``"oracle": true``). A ``predictions`` dict is filled
     with every span the generator predicted per sentence key (:mod:`bulkner.evaluation.predictions`).
-    ``oracle_format`` is the answer format the oracle writes."""
+    ``oracle_format`` is the answer format the oracle writes. With the tagger's linker and the
+    corpus's ``gold_ids`` (``kb.read_gold_ids``), the links are scored too (``"linking"``:
+    :mod:`bulkner.evaluation.linking`)."""
     gold = unique_documents(gold)
     names = [t.name for t in types]
     sentences, rejects = segment([g.document for g in gold], max_sentence_chars)
@@ -93,6 +96,13 @@ def evaluate(
     if tagger.abbreviations:
         result["document_pass"] = {"counts": dict(sorted(stats.abbreviations.items())),
                                    "without": score(expected, mentions(entities), names)["strict"]}
+    if tagger.linker is not None and gold_ids is not None:
+        from bulkner.corpora.gold import sentence_gold
+        from bulkner.evaluation.linking import linking_scores
+        from bulkner.linking.link import link_entities
+
+        linked, _ = link_entities(tagger.linker, sentences, sentence_gold(sentences, gold, names).entities(sentences))
+        result["linking"] = linking_scores(gold_ids, {g.document.doc_id for g in gold}, names, final, linked)
     return result
 
 
@@ -158,6 +168,10 @@ class EvalConfig:
     """The document pass (``RunConfig.abbreviations``); scored with and without it."""
     generate: str = RunConfig.generate
     """Which sentences the generator reads (``RunConfig.generate``)."""
+    link: bool = RunConfig.link
+    """Link entities (``RunConfig.link``) and score the links against the corpus's gold ids."""
+    kb: str | None = None
+    """Knowledge-base directory (``RunConfig.kb``)."""
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -183,10 +197,15 @@ def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict
     tagger = None
     if config.engine is not None:
         tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
-                              config.abbreviations, config.generate)
+                              config.abbreviations, config.generate, config.link, config.kb)
+    gold_ids = None
+    if tagger is not None and tagger.linker is not None and config.format in ("pubtator", "brat"):
+        from bulkner.linking.kb import read_gold_ids
+
+        gold_ids = read_gold_ids(config.gold)
     try:
         result = evaluate(documents, types, tagger, config.max_sentence_chars, progress and tagger is not None, predictions,
-                          config.oracle_format)
+                          config.oracle_format, gold_ids)
     finally:
         if tagger is not None:
             tagger.close()

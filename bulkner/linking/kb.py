@@ -30,6 +30,7 @@ type, preferred name), ``exact.parquet`` (type, normalized name, its best concep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -703,6 +704,21 @@ def default_kb_dir(sources: KbSources | None = None) -> Path:
     ``<cache>/kb/<VERSION>-<id>`` (``$BULKNER_CACHE`` or ``~/.cache/bulkner``)."""
     kb_id, _ = source_manifest(sources or default_sources())
     return cache_dir() / "kb" / f"{VERSION}-{kb_id}"
+
+
+def identity(directory: str | Path | None = None) -> dict:
+    """The KB's name, version and id (``KnowledgeBase.fingerprint``) without opening or building
+    it: from its manifest, or for the default KB (None) from the installed sources."""
+    if directory is not None:
+        return KnowledgeBase(directory).fingerprint()
+    return dict(_default_identity())
+
+
+@functools.cache
+def _default_identity() -> tuple:
+    """The default KB's identity, hashed once per process (the installed files do not change under it)."""
+    kb_id, _ = source_manifest(default_sources())
+    return (("name", NAME), ("version", VERSION), ("id", kb_id))
 
 
 def open_kb(directory: str | Path | None = None) -> KnowledgeBase:

@@ -24,11 +24,14 @@ Results depend on the mentions of a batch and the KB only.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from bulkner.linking.kb import HUMAN, NO_LINK, KnowledgeBase, Link, main_species, normalize, open_kb
+from bulkner.linking.abbreviations import document_abbreviations
+from bulkner.linking.kb import HUMAN, NO_LINK, KnowledgeBase, Link, identity, main_species, normalize, open_kb
+from bulkner.schema import Entity, Sentence
 
 VERSION = "1"
 """Changes whenever the linking rules change; part of the run fingerprint with the KB's id."""
@@ -110,9 +113,9 @@ class Linker:
             self.kb = open_kb(self.kb_dir)
 
     def fingerprint(self) -> dict:
-        """The linker's identity for the run fingerprint: its ``VERSION`` and the KB's name, version and id."""
-        self.setup()
-        return {"linker": VERSION, "kb": self.kb.fingerprint()}
+        """The linker's identity for the run fingerprint: its ``VERSION`` and the KB's name, version
+        and id (the default KB's id from its sources: nothing is built)."""
+        return {"linker": VERSION, "kb": self.kb.fingerprint() if self.kb is not None else identity(self.kb_dir)}
 
     def link(self, mentions: Sequence[Mention]) -> list[Link]:
         """One ``Link`` per mention, in order. Genes of a document (``Mention.document``) take its
@@ -149,3 +152,24 @@ class Linker:
         if link.stage == "approximate" and link.score < self.kb.thresholds.get(kind, 1.0):
             return Link(None, link.score, link.stage)
         return link
+
+
+def link_entities(linker: Linker, sentences: Sequence[Sentence], entities: Sequence[Entity]) -> tuple[list[Entity], Counter]:
+    """``entities`` (of whole documents, whose ``sentences`` these are) with their concept ids and
+    link scores, in order; a short form its document defines is linked through its long form.
+    Counts: ``linked`` and ``unlinked`` mentions."""
+    by_doc: dict[str, list[Sentence]] = defaultdict(list)
+    for s in sentences:
+        by_doc[s.doc_id].append(s)
+    long_forms = {}
+    for doc_id, own in by_doc.items():
+        for short, (s, a) in document_abbreviations(own).items():
+            long_forms[doc_id, short] = s.text[a.long_start - s.start : a.long_end - s.start]
+    mentions = []
+    for e in entities:
+        text = e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start]
+        mentions.append(Mention(e.type, text, long_forms.get((e.sentence.doc_id, text)), e.sentence.doc_id))
+    links = linker.link(mentions)
+    counts = Counter("linked" if link.concept else "unlinked" for link in links)
+    return [replace(e, concept_id=link.concept, link_score=link.score if link.stage != "none" else None)
+            for e, link in zip(entities, links)], counts

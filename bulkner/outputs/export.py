@@ -64,6 +64,8 @@ class Mention:
     score: float
     origin: str | None = None
     """The entities table's ``origin`` (None in tables written before it)."""
+    concept_id: str | None = None
+    link_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,9 @@ def shard_documents(
     for e in entities.to_pylist() if entities is not None else ():
         if e["doc_id"] not in passages or (types is not None and e["type"] not in types):
             continue  # an older version of a document replaced later, or a type not asked for
-        mention = Mention(e["start"], e["end"], e["text"], e["type"], _score(e["score"]), e.get("origin"))
+        link_score = e.get("link_score")
+        mention = Mention(e["start"], e["end"], e["text"], e["type"], _score(e["score"]), e.get("origin"), e.get("concept_id"),
+                          None if link_score is None else _score(link_score))
         mentions.setdefault((e["doc_id"], e["passage_index"]), []).append(mention)
     exported = []
     for doc_id, rows in passages.items():
@@ -193,15 +197,15 @@ def pubtator_block(doc: ExportDocument) -> str:
     passages = list(doc.passages)
     title = passages.pop(0) if passages and passages[0].kind == "title" else None
     lines = [f"{pid}|t|{LINE_BREAKS.sub(' ', title.text) if title else ''}"]
-    mentions = [(m.start, m.end, m.type) for m in title.mentions] if title else []
+    mentions = [(m.start, m.end, m.type, m.concept_id) for m in title.mentions] if title else []
     offset, rest = (len(title.text) if title else 0) + 1, []
     for p in passages:
-        mentions += [(m.start + offset, m.end + offset, m.type) for m in p.mentions]
+        mentions += [(m.start + offset, m.end + offset, m.type, m.concept_id) for m in p.mentions]
         rest.append(LINE_BREAKS.sub(" ", p.text))
         offset += len(p.text) + 1
     lines.append(f"{pid}|a|{' '.join(rest)}")
     text = lines[0].split("|", 2)[2] + " " + lines[1].split("|", 2)[2]
-    lines += [f"{pid}\t{s}\t{e}\t{text[s:e]}\t{t}\t" for s, e, t in mentions]
+    lines += [f"{pid}\t{s}\t{e}\t{text[s:e]}\t{t}\t{concept or ''}" for s, e, t, concept in mentions]
     return "\n".join(lines) + "\n\n"
 
 
@@ -212,8 +216,8 @@ def jsonl_line(doc: ExportDocument) -> str:
             "kind": p.kind,
             "label": p.label,
             "text": p.text,
-            "entities": [{"start": m.start, "end": m.end, "text": m.text, "type": m.type, "score": m.score, "origin": m.origin}
-                         for m in p.mentions],
+            "entities": [{"start": m.start, "end": m.end, "text": m.text, "type": m.type, "score": m.score, "origin": m.origin,
+                          "concept_id": m.concept_id, "link_score": m.link_score} for m in p.mentions],
         }
         for p in doc.passages
     ]
@@ -249,7 +253,8 @@ def bioc_document(doc: ExportDocument, xml: bool = False):
         for m in p.mentions:
             annotation = bioc.BioCAnnotation()
             annotation.id, annotation.text = str(number), clean(m.text)
-            annotation.infons = {"type": clean(m.type), "score": f"{m.score:.6g}"} | ({"origin": m.origin} if m.origin else {})
+            annotation.infons = {"type": clean(m.type), "score": f"{m.score:.6g}"} | ({"origin": m.origin} if m.origin else {}) \
+                | ({"identifier": m.concept_id} if m.concept_id else {})
             annotation.add_location(bioc.BioCLocation(p.offset + m.start, m.end - m.start))
             passage.add_annotation(annotation)
             number += 1

@@ -347,7 +347,7 @@ def entities_table(entities: Sequence[Entity], source: str) -> pa.Table:
         "start": attrgetter("start"), "end": attrgetter("end"),
         "text": lambda e: e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start],
         "type": attrgetter("type"), "score": attrgetter("score"), "source": lambda e: source,
-        "origin": attrgetter("origin"),
+        "origin": attrgetter("origin"), "concept_id": attrgetter("concept_id"), "link_score": attrgetter("link_score"),
     })
 
 

@@ -64,6 +64,8 @@ class TagStats:
     abbreviations: Counter = field(default_factory=Counter)
     """The document pass (``bulkner.linking.abbreviations.harmonize``): definitions found, entities
     retyped, added and dropped."""
+    links: Counter = field(default_factory=Counter)
+    """Entities linked to a concept and left without one (``bulkner.linking.link``)."""
     entities: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -78,6 +80,7 @@ class TagStats:
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
             "abbreviations": dict(sorted(self.abbreviations.items())),
+            "links": dict(sorted(self.links.items())),
             "entities_by_type": dict(sorted(self.entities.items())),
         }
 
@@ -118,7 +121,7 @@ class Tagger:
     ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None,
-                 abbreviations: bool = False, cascade: bool = False) -> None:
+                 abbreviations: bool = False, cascade: bool = False, linker=None) -> None:
         self.engine = engine
         self.builder = builder
         self.types = {t.name: t for t in builder.types}
@@ -131,6 +134,9 @@ class Tagger:
         if cascade and (selector is None or selector.band is None):
             raise ValueError("--generate uncertain needs a span selector with a calibrated cascade band "
                              "(bulkner train-selector --calibrate-only with the generator)")
+        self.linker = linker
+        """A ``bulkner.linking.link.Linker`` that gives each entity its concept id in the document
+        pass, or None."""
         self.cascade = cascade
         """``--generate uncertain``: the span classifier reads every sentence first and the
         generator only those with a span inside the selector's uncertainty band."""
@@ -217,16 +223,21 @@ class Tagger:
     def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
         """The document pass, once every sentence of whole documents is tagged: with
         ``abbreviations``, a short form takes its long form's type across its document and one
-        whose long form is no entity is dropped; else ``entities`` as they are."""
-        if not self.abbreviations:
-            return entities
-        from bulkner.linking.abbreviations import harmonize_documents
+        whose long form is no entity is dropped; with a ``linker``, every entity gets its
+        concept id (a defined short form through its long form)."""
+        if self.abbreviations:
+            from bulkner.linking.abbreviations import harmonize_documents
 
-        before = Counter(e.type for e in entities)
-        entities, counts = harmonize_documents(sentences, entities)
-        stats.abbreviations += counts
-        stats.entities += Counter(e.type for e in entities)
-        stats.entities -= before
+            before = Counter(e.type for e in entities)
+            entities, counts = harmonize_documents(sentences, entities)
+            stats.abbreviations += counts
+            stats.entities += Counter(e.type for e in entities)
+            stats.entities -= before
+        if self.linker is not None:
+            from bulkner.linking.link import link_entities
+
+            entities, counts = link_entities(self.linker, sentences, entities)
+            stats.links += counts
         return entities
 
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
@@ -279,6 +290,8 @@ def build_tagger(
     selector_threshold: float | None = None,
     abbreviations: bool = False,
     generate: str = "all",
+    link: bool = False,
+    kb: str | None = None,
 ) -> Tagger:
     """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
     from transformers import AutoTokenizer
@@ -296,4 +309,10 @@ def build_tagger(
 
         scorer = open_selector(selector, selector_threshold)
         scorer.setup()
-    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=generate == "uncertain")
+    linker = None
+    if link:
+        from bulkner.linking.link import Linker
+
+        linker = Linker(kb)
+        linker.setup()
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=generate == "uncertain", linker=linker)

@@ -140,3 +140,25 @@ def test_batches_keep_order_and_are_deterministic(remembering: Linker, tmp_path:
     other = Linker(remembering.kb_dir)
     assert other.link(mentions) == links
     assert other.fingerprint() == {"linker": "1", "kb": remembering.kb.fingerprint()}
+
+
+def test_link_entities_links_a_documents_short_forms_through_their_long_form(plain: Linker) -> None:
+    from bulkner.linking.link import link_entities
+    from bulkner.pipeline.tagger import segment
+    from bulkner.schema import Document, Entity, Passage
+
+    text = "Adriamycin (ADR) is given for cancer of the breast. ADR also harms the heart of mice."
+    doc = Document("pmid:1", 1, (Passage("abstract", text),))
+    sentences, _ = segment([doc], 2000)
+    spans = [("Adriamycin", "Chemical"), ("ADR", "Chemical"), ("cancer of the breast", "Disease"), ("mice", "Species"), ("heart", "Disease")]
+    entities = []
+    for word, kind in spans:
+        for at in [m.start() for m in re.finditer(re.escape(word), text)]:
+            sentence = next(s for s in sentences if s.start <= at < s.end)
+            entities.append(Entity(sentence, at, at + len(word), kind))
+    linked, counts = link_entities(plain, sentences, entities)
+    found = {(text[e.start : e.end], e.concept_id) for e in linked}
+    assert found == {("Adriamycin", "MESH:D004317"), ("ADR", "MESH:D004317"), ("cancer of the breast", "MESH:D001943"),
+                     ("mice", "NCBITaxon:10090"), ("heart", None)}  # "ADR" alone is no KB name: its long form is
+    assert [e.start for e in linked] == [e.start for e in entities] and counts == {"linked": 5, "unlinked": 1}
+    assert all(e.link_score == 1.0 for e in linked if e.concept_id)

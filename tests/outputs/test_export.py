@@ -268,7 +268,7 @@ def test_object_store_output_directory(tmp_path):
     write(OutputDir(url), "a", [plain("text:1", "Aspirin helps.", [(0, 7, "Chemical")])], [])
     export(url, "jsonl", tmp_path / "x.jsonl")
     (doc,) = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
-    assert doc["passages"][0]["entities"] == [{"start": 0, "end": 7, "text": "Aspirin", "type": "Chemical", "score": 0.5, "origin": "generator"}]
+    assert doc["passages"][0]["entities"] == [{"start": 0, "end": 7, "text": "Aspirin", "type": "Chemical", "score": 0.5, "origin": "generator", "concept_id": None, "link_score": None}]
 
 
 def test_export_command_line(tmp_path):
