@@ -197,8 +197,9 @@ ABBREVIATIONS_HELP = ("Document pass: a short form defined in a document (\"late
                       "form's entity type wherever it occurs there; one whose long form is no entity is dropped.")
 LINK_HELP = "Give every entity a concept id (MeSH, NCBI Gene, NCBI Taxonomy, dbSNP, Cellosaurus) or none, from the knowledge base."
 KB_HELP = "Knowledge-base directory (bulkner kb build); default: the one built from the installed tables, cached on first use."
-GENERATE_HELP = ("Which sentences the LLM reads: all, or uncertain (the span selector's classifier reads every sentence "
-                 "first; the LLM only those with a span inside the selector's calibrated uncertainty band).")
+GENERATE_HELP = ("Which sentences the LLM reads: all; uncertain (the span selector's classifier reads every sentence "
+                 "first, the LLM only those with a span inside the selector's calibrated uncertainty band); auto: uncertain "
+                 "where the selector has a calibrated band, else all.")
 CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
                   "format (brackets), so every answer parses and maps back. Not with --speculative-ngram.")
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."

@@ -122,6 +122,7 @@ class InputConfig:
 
 
 GENERATE = {
+    "auto": "uncertain where the selector has a calibrated cascade band, else all",
     "all": "the generator reads every sentence (then the selector, if any, checks its spans)",
     "uncertain": "the span classifier reads every sentence; the generator only those it is unsure of",
 }
@@ -134,6 +135,17 @@ def check_generate(generate: str, selector: str | None) -> None:
         raise ValueError(f"generate must be one of {', '.join(GENERATE)}, got {generate!r}")
     if generate == "uncertain" and selector is None:
         raise ValueError("--generate uncertain needs the span selector (it decides which sentences to generate)")
+
+
+def generation_mode(generate: str, selector: str | None) -> str:
+    """``all`` or ``uncertain``: what ``generate`` (a ``GENERATE`` mode) means with this selector."""
+    if generate != "auto":
+        return generate
+    if selector is None:
+        return "all"
+    from bulkner.selectors import read_meta
+
+    return "uncertain" if read_meta(selector).get("cascade") else "all"
 
 
 @dataclass(frozen=True)
@@ -172,10 +184,10 @@ class RunConfig:
     kb: str | None = None
     """Knowledge-base directory (``bulkner kb build``); None: the default one, built into the cache
     from the installed tables on first use."""
-    generate: str = "all"
+    generate: str = "auto"
     """Which sentences the generator reads (``GENERATE``): ``uncertain`` runs the span selector's
     classifier over every sentence first and generates only where one of its spans falls inside
-    the selector's calibrated uncertainty band."""
+    the selector's calibrated uncertainty band; ``auto`` does so where the selector has one."""
 
     def __post_init__(self) -> None:
         if not self.types:

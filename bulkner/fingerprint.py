@@ -17,7 +17,7 @@ from bulkner.connectors import discover
 from bulkner.linking import abbreviations
 from bulkner.linking.link import Linker
 from bulkner.pipeline import prompt, sentences
-from bulkner.config import RunConfig
+from bulkner.config import RunConfig, generation_mode
 from bulkner.checkpoints import content_id, trained_format
 from bulkner.types import EntityType
 
@@ -43,7 +43,7 @@ def _band(config: RunConfig) -> dict:
     """The cascade's mode and the selector's calibrated band it uses."""
     from bulkner.selectors import open_selector
 
-    return {"mode": config.generate, "band": open_selector(config.selector).band}
+    return {"mode": "uncertain", "band": open_selector(config.selector).band}
 
 
 def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool = True) -> dict:
@@ -67,7 +67,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
         } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {}) \
-          | ({"generate": _band(config)} if config.generate != "all" else {}) \
+          | ({"generate": _band(config)} if generation_mode(config.generate, config.selector) != "all" else {}) \
           | ({"linking": Linker(config.kb).fingerprint()} if config.link else {})  # runs from before these keep their hash
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

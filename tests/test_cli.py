@@ -55,7 +55,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     assert missing.exit_code == 2 and "nope.xml.gz" in missing.output and "Traceback" not in missing.output
     unknown = invoke("run", sample_input(), "--out", tmp_path / "o2", "--types", "Chemical,Planet", "--engine", "transformers")
     assert unknown.exit_code == 2 and "Planet" in unknown.output
-    for args, message in [(["--generate", "sometimes"], "generate must be one of all, uncertain"),
+    for args, message in [(["--generate", "sometimes"], "generate must be one of auto, all, uncertain"),
                           (["--generate", "uncertain", "--no-selector"], "needs the span selector")]:
         refused = invoke("run", sample_input(), "--out", tmp_path / "o3", "--engine", "transformers", *args)
         assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, refused.output

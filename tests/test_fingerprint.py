@@ -46,3 +46,27 @@ def test_the_answer_format_is_part_of_the_fingerprint_and_comes_from_the_adapter
     (adapter / "training.json").write_text(json.dumps({"config": {"answer_format": "spans"}}))
     parts = fingerprint(RunConfig(out="x", engine=EngineConfig(adapter=str(adapter))), resolve_types(("Chemical", "Disease")))
     assert parts["answer_format"] == "spans-1"
+
+
+def test_the_cascade_band_and_the_knowledge_base_are_part_of_the_fingerprint(tmp_path):
+    """``--generate auto`` means uncertain with a selector that has a calibrated band (its band
+    enters the fingerprint), all without one; linking adds the KB's identity."""
+    import json
+    import shutil
+
+    from bulkner.checkpoints import default_selector
+    from bulkner.config import generation_mode
+
+    banded, plain = tmp_path / "banded", tmp_path / "plain"
+    for path, band in ((banded, {"low": 0.2, "high": 0.7}), (plain, None)):
+        shutil.copytree(default_selector(), path)
+        meta = json.loads((path / "selector.json").read_text())
+        meta.pop("cascade", None)
+        (path / "selector.json").write_text(json.dumps(meta | ({"cascade": band} if band else {})))
+    assert generation_mode("auto", str(banded)) == "uncertain" and generation_mode("auto", str(plain)) == "all"
+    assert generation_mode("auto", None) == "all" and generation_mode("all", str(banded)) == "all"
+    types = resolve_types(["Chemical", "Disease"])
+    parts = {name: fingerprint(RunConfig(out="x", selector=str(path), link=False), types) for name, path in (("banded", banded), ("plain", plain))}
+    assert parts["banded"]["generate"] == {"mode": "uncertain", "band": (0.2, 0.7)} and "generate" not in parts["plain"]
+    linked = fingerprint(RunConfig(out="x", selector=str(plain)), types)
+    assert linked["linking"]["kb"]["name"] == "bulkner-kb" and "linking" not in parts["plain"]

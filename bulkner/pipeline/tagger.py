@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Iterable, Iterator, Sequence
 
-from bulkner.config import EngineConfig
+from bulkner.config import EngineConfig, generation_mode
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
 from bulkner.pipeline.prompt import PromptBuilder
 from bulkner.schema import Document, Entity, Reject, Sentence
@@ -315,4 +315,5 @@ def build_tagger(
 
         linker = Linker(kb)
         linker.setup()
-    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=generate == "uncertain", linker=linker)
+    cascade = generation_mode(generate, selector) == "uncertain"
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=cascade, linker=linker)

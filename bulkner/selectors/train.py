@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 KEEP_GRID = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 ADD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
 """Thresholds tried at calibration; an add threshold over 1 adds nothing."""
-LOW_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+LOW_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 HIGH_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Bounds of the cascade's uncertainty band tried at calibration."""
 MAX_F1_LOSS = 0.003
@@ -321,7 +321,7 @@ def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: fl
     alone = {high: [{(s, e, t) for s, e, t, _ in decide(item[0], [], item[2], 1.0, high)[1]} for item in items] for high in HIGH_GRID}
     best = None
     for low in LOW_GRID:
-        for high in HIGH_GRID:
+        for high in (h for h in HIGH_GRID if h > low):
             finals, generated = [], 0
             for k, v in enumerate(values):
                 inside = bisect.bisect_left(v, low) < bisect.bisect_left(v, high)
