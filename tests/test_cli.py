@@ -387,7 +387,8 @@ def test_eval_oracle_on_a_type_subset(tmp_path):
 def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
     """The README's first command: the shipped default tagger (merged into a cached copy, vLLM on
     CPU) finds Disease mentions, every "LTBI" (defined as "latent TB infection (LTBI)") as a
-    Disease and none of the abbreviations of non-entities, under 5% of sentences give unparsable answers, and
+    Disease with one concept id, most entities with a MeSH id, none of the abbreviations of
+    non-entities, under 5% of sentences give unparsable answers, and
     the console shows no warning or library log line."""
     import os
     import re
@@ -403,8 +404,10 @@ def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
     assert summary["entities_by_type"].get("Disease", 0) > 0
     assert "entities:" in done.stdout and "Disease" in done.stdout
     entities = read(tmp_path / "out", "entities", "sample-pubmed").to_pylist()
-    ltbi = [e["type"] for e in entities if e["text"] == "LTBI"]  # "latent TB infection (LTBI)": one type (issue 24)
-    assert ltbi and set(ltbi) == {"Disease"} and not {"TTT", "FBP"} & {e["text"] for e in entities}
+    ltbi = {(e["type"], e["concept_id"]) for e in entities if e["text"] == "LTBI"}  # "latent TB infection (LTBI)" (issue 24)
+    assert len(ltbi) == 1 and next(iter(ltbi))[0] == "Disease" and not {"TTT", "FBP"} & {e["text"] for e in entities}
+    ids = [e["concept_id"] for e in entities if e["concept_id"]]  # MeSH ids (the default's types)
+    assert next(iter(ltbi))[1] and len(ids) > len(entities) / 2 and all(re.fullmatch(r"MESH:[CD]\d+|OMIM:\d+", i) for i in ids), entities
     rejects = read(tmp_path / "out", "rejects", "sample-pubmed").to_pylist()
     unparsed = {r["record"].split(": ")[0] for r in rejects if r["stage"] == "parse"}  # "<sentence key>: <span>"
     assert len(unparsed) < 0.05 * summary["sentences"], rejects
