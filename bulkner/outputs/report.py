@@ -71,6 +71,9 @@ class Report:
     """None when the run wrote no entities table (``bulkner split``)."""
     top_mentions: dict[str, list[tuple[str, int]]]
     """Per type, its most frequent mention texts with their counts (most frequent first)."""
+    top_concepts: dict[str, list[tuple[str, int]]]
+    """Per type, its most frequent concept ids, each labelled with its most frequent mention text
+    (``MESH:D003920 diabetes``), with their mention counts (most frequent first)."""
     rejects_by_reason: dict[str, int]
     """Rejects by ``stage/reason``, as the markers count them."""
     fingerprint: dict | None
@@ -97,29 +100,44 @@ def _fingerprint(directory: OutputDir) -> dict | None:
     return directory.read_json(directory.path(FINGERPRINT))
 
 
-def _mentions(directory: OutputDir, out: str, top: int) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:
-    """Entities by type and each type's ``top`` most frequent mention texts."""
+def _mentions(directory: OutputDir, out: str, top: int) -> tuple[dict[str, int], dict[str, list], dict[str, list]]:
+    """Entities by type, each type's ``top`` most frequent mention texts and its ``top`` most
+    frequent concept ids (labelled as ``Report.top_concepts`` says)."""
+    keys = ["type", "text", "concept_id"]
     held: list[pa.Table] = []
 
     def compact(parts: list[pa.Table]) -> pa.Table:
-        merged = pa.concat_tables(parts).group_by(["type", "text"]).aggregate([("n", "sum")])
-        return merged.rename_columns({"n_sum": "n"}).select(["type", "text", "n"])
+        merged = pa.concat_tables(parts).group_by(keys, use_threads=False).aggregate([("n", "sum")])
+        return merged.rename_columns({"n_sum": "n"}).select([*keys, "n"])
 
-    for _, table in _shard_tables(directory, out, "entities", ["type", "text"]):
-        counted = table.group_by(["type", "text"]).aggregate([([], "count_all")])
-        held.append(counted.rename_columns({"count_all": "n"}).select(["type", "text", "n"]))
+    for _, table in _shard_tables(directory, out, "entities", keys):
+        counted = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+        held.append(counted.rename_columns({"count_all": "n"}).select([*keys, "n"]))
         if sum(t.num_rows for t in held) > COMPACT_ROWS:
             held = [compact(held)]
     if not held:
-        return {}, {}
+        return {}, {}, {}
     mentions = compact(held)
     by_type = mentions.group_by("type").aggregate([("n", "sum")]).sort_by([("n_sum", "descending"), ("type", "ascending")])
     counts = dict(zip(by_type["type"].to_pylist(), by_type["n_sum"].to_pylist()))
-    tops = {}
+    tops, concepts = {}, {}
     for name in counts:
-        rows = mentions.filter(pc.equal(mentions["type"], name)).sort_by([("n", "descending"), ("text", "ascending")]).slice(0, top)
-        tops[name] = list(zip(rows["text"].to_pylist(), rows["n"].to_pylist()))
-    return counts, tops
+        own = mentions.filter(pc.equal(mentions["type"], name))
+        texts = own.group_by("text").aggregate([("n", "sum")]).sort_by([("n_sum", "descending"), ("text", "ascending")]).slice(0, top)
+        tops[name] = list(zip(texts["text"].to_pylist(), texts["n_sum"].to_pylist()))
+        concepts[name] = _top_concepts(own.filter(pc.is_valid(own["concept_id"])).to_pylist(), top)
+    return counts, tops, concepts
+
+
+def _top_concepts(rows: list[dict], top: int) -> list[tuple[str, int]]:
+    """The ``top`` concepts of ``(text, concept_id, n)`` rows by mentions, each labelled with its
+    most frequent text."""
+    total: Counter = Counter()
+    label: dict[str, str] = {}
+    for r in sorted(rows, key=lambda r: (-r["n"], r["text"])):
+        total[r["concept_id"]] += r["n"]
+        label.setdefault(r["concept_id"], r["text"])
+    return [(f"{concept} {label[concept]}", n) for concept, n in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
 
 
 def _rejects(directory: OutputDir, out: str) -> dict[str, int]:
@@ -188,10 +206,10 @@ def build_report(out: str, sentences: int = 500, seed: int = 0, top: int = 20) -
     markers = {shard: directory.done(shard) or {} for shard in directory.finished()}
     rows = {table: _rows(directory, out, table) for table in TABLES}
     tagged = bool(finished_files(out, "entities"))
-    by_type, tops = _mentions(directory, out, top) if tagged else (None, {})
+    by_type, tops, concepts = _mentions(directory, out, top) if tagged else (None, {}, {})
     candidates, chosen = _sample(directory, out, sentences, seed) if tagged else (0, None)
     viewed = _tagged(directory, out, chosen) if chosen is not None and chosen.num_rows else ()
-    return Report(out, markers, rows, by_type, tops, _rejects(directory, out), _fingerprint(directory), candidates, viewed)
+    return Report(out, markers, rows, by_type, tops, concepts, _rejects(directory, out), _fingerprint(directory), candidates, viewed)
 
 
 # ---------------------------------------------------------------- rendering
@@ -307,7 +325,7 @@ def _entity_sections(report: Report, colors: dict[str, str], type_class: dict[st
     if report.entities_by_type is None:
         why = _note("No shard has finished yet (no <code>OUT/_done/&lt;shard&gt;.json</code>).") if not report.markers else \
             _note("This output has no entities table (written by <code>bulkner split</code>): nothing was tagged.")
-        return {"types": why, "mentions": why, "viewer": why}
+        return {"types": why, "mentions": why, "concepts": why, "viewer": why}
     by_type = list(report.entities_by_type.items())
     mentions = (
         f'<div class="small"><h3><span class="chip {type_class[t]}"></span>{esc(t)}</h3>'
@@ -323,7 +341,12 @@ def _entity_sections(report: Report, colors: dict[str, str], type_class: dict[st
         f'<div id="sentences">{"".join(sentence_html(s, type_class) for s in report.sentences)}</div>'
     )
     types = chart(by_type, [colors[t] for t, _ in by_type], label="entities by type") if by_type else _note("No entities.")
-    return {"types": types, "mentions": "".join(mentions), "viewer": viewer}
+    concepts = "".join(
+        f'<div class="small"><h3><span class="chip {type_class[t]}"></span>{esc(t)}</h3>'
+        f'{bar_chart(report.top_concepts[t], [colors[t]] * len(report.top_concepts[t]), label=f"top concepts {t}", width=520)}</div>'
+        for t, _ in by_type if report.top_concepts.get(t)
+    ) or _note("No entity has a concept id (run without <code>--no-link</code> to link them).")
+    return {"types": types, "mentions": "".join(mentions), "concepts": concepts, "viewer": viewer}
 
 
 def _run_sections(report: Report) -> dict[str, str]:

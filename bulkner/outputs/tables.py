@@ -75,9 +75,15 @@ def finished_shards(out: str, table: str) -> list[str]:
 
 
 def read_shard(directory: OutputDir, table: str, shard: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """One shard's ``table`` (for readers that go shard by shard to bound memory)."""
-    return pq.read_table(directory.path(table, f"{shard}.parquet"), columns=list(columns) if columns is not None else None,
-                         filesystem=directory.fs)
+    """One shard's ``table`` (for readers that go shard by shard to bound memory). A column the
+    schema gained after the shard was written (``origin``, ``concept_id``) reads as nulls."""
+    path = directory.path(table, f"{shard}.parquet")
+    present = set(pq.read_schema(path, filesystem=directory.fs).names)
+    wanted = list(columns) if columns is not None else TABLES[table].names
+    result = pq.read_table(path, columns=[c for c in wanted if c in present], filesystem=directory.fs)
+    for name in (c for c in wanted if c not in present):
+        result = result.append_column(TABLES[table].field(name), pa.nulls(result.num_rows, TABLES[table].field(name).type))
+    return result.select(wanted)
 
 
 def finished_files(out: str, table: str) -> list[str]:

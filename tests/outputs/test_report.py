@@ -52,7 +52,8 @@ def write_shard(out: OutputDir, shard: str, golds: list[GoldDocument], tagged: b
     if tagged:
         spans = sentence_gold(sentences, golds).spans
         found = [(s, m) for s in sentences for m in spans[s.key]]
-        entities = [Entity(s, m.start + s.start, m.end + s.start, m.type, 0.5 + 0.125 * (k % 4)) for k, (s, m) in enumerate(found)]
+        entities = [Entity(s, m.start + s.start, m.end + s.start, m.type, 0.5 + 0.125 * (k % 4), concept_id=f"C:{k % 7}" if k % 3 else None)
+                    for k, (s, m) in enumerate(found)]
         tables["entities"] = entities_table(entities, shard)
         stats["entities_by_type"] = dict(Counter(e.type for e in entities))
     tables["rejects"] = rejects_table(rejects, shard)
@@ -131,6 +132,15 @@ def test_counts_equal_the_tables(run):
     for kind, top in report.top_mentions.items():
         counts = Counter(e["text"] for e in entities if e["type"] == kind)
         assert top == sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert report.top_concepts and set(report.top_concepts) <= set(report.top_mentions)
+    for kind, top in report.top_concepts.items():
+        linked = [e for e in entities if e["type"] == kind and e["concept_id"]]
+        counts = Counter(e["concept_id"] for e in linked)
+        assert [n for _, n in top] == sorted(counts.values(), reverse=True)[:20]
+        for label, n in top:
+            concept, text = label.split(" ", 1)
+            texts = Counter(e["text"] for e in linked if e["concept_id"] == concept)
+            assert counts[concept] == n and text == min(texts, key=lambda t: (-texts[t], t))
     rejects = read_table(run, "rejects").to_pylist()
     assert report.rejects_by_reason == dict(Counter(f"{r['stage']}/{r['reason']}" for r in rejects))
     assert report.rows == {t: read_table(run, t).num_rows for t in report.rows}

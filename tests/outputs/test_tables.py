@@ -42,6 +42,26 @@ def test_columns_and_tables_a_run_did_not_write(out):
     assert bulkner.finished_files(out, "entities") == []
 
 
+def test_columns_added_since_a_shard_was_written_read_as_nulls(tmp_path):
+    """An entities table written before ``origin``, ``concept_id`` and ``link_score`` existed: the
+    shard reader (export, report) and read_table give nulls there."""
+    from bulkner.outputs.tables import read_shard
+    from bulkner.outputs.writer import entities_table
+    from bulkner.pipeline.tagger import segment
+    from bulkner.schema import Entity
+
+    out = OutputDir(str(tmp_path / "out"))
+    doc = Document("pmid:1", 1, (Passage("title", "Aspirin helps."),))
+    sentences, _ = segment([doc], 2000)
+    new = entities_table([Entity(sentences[0], 0, 7, "Chemical", concept_id="MESH:D001241")], "old")
+    old = new.drop_columns(["origin", "concept_id", "link_score"])
+    write_tables(out, "old", {"documents": documents_table([doc], "old"), "entities": old}, {"documents": 1})
+    row = read_shard(out, "entities", "old").to_pylist()[0]
+    assert row["text"] == "Aspirin" and row["origin"] is row["concept_id"] is row["link_score"] is None
+    assert read_shard(out, "entities", "old", ["concept_id", "type"]).column_names == ["concept_id", "type"]
+    assert bulkner.read_table(str(tmp_path / "out"), "entities").column("concept_id").to_pylist() == [None]
+
+
 def test_bad_names_are_refused(out, tmp_path):
     with pytest.raises(ValueError, match="no table 'entity'; the tables are documents"):
         bulkner.read_table(out, "entity")
