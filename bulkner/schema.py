@@ -113,6 +113,11 @@ class Entity:
     """The linker's score of ``concept_id`` (1.0 for an exact name; a cosine for an approximate
     match, also when it fell under the threshold and no id was given); None when not linked."""
 
+    @property
+    def text(self) -> str:
+        """The mention: the sentence's characters at ``[start, end)`` (passage offsets)."""
+        return self.sentence.text[self.start - self.sentence.start : self.end - self.sentence.start]
+
 
 ORIGINS = {
     "generator": "the generator's span (kept by the selector, when one runs)",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Sequence
 
+from bulkner.evaluation.scoring import prf
 from bulkner.schema import Entity
 
 
@@ -36,7 +37,7 @@ def linking_scores(gold_ids: Sequence, documents: set[str], types: Sequence[str]
             expected[m.type].update((m.doc_id, c) for c in m.concepts)
     outcome: dict[str, Counter] = defaultdict(Counter)
     for e in gold_linked:
-        known = ids.get((e.sentence.doc_id, e.type, _text(e)))
+        known = ids.get((e.sentence.doc_id, e.type, e.text))
         counts = outcome[e.type]
         if not known:
             counts["no_gold_id"] += 1
@@ -55,23 +56,10 @@ def linking_scores(gold_ids: Sequence, documents: set[str], types: Sequence[str]
             continue
         right = len(found[kind] & expected[kind])
         result[kind] = {
-            "gold_mentions": {"with_id": with_id, "accuracy": _ratio(counts["correct"], with_id),
+            "gold_mentions": {"with_id": with_id, "accuracy": round(counts["correct"] / with_id, 4) if with_id else 0.0,
                               **{k: counts[k] for k in ("correct", "wrong", "null", "no_gold_id", "no_gold_id_linked")}},
-            "documents": prf(right, len(found[kind]), len(expected[kind])),
+            "documents": {k: round(v, 4) for k, v in prf(right, len(found[kind]) - right, len(expected[kind]) - right).items()}
+                         | {"right": right, "predicted": len(found[kind]), "gold": len(expected[kind])},
         }
     return result
 
-
-def prf(right: int, predicted: int, gold: int) -> dict:
-    """Precision, recall and F1 of ``right`` out of ``predicted`` against ``gold``, with the counts."""
-    p, r = _ratio(right, predicted), _ratio(right, gold)
-    return {"precision": p, "recall": r, "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-            "right": right, "predicted": predicted, "gold": gold}
-
-
-def _ratio(a: int, b: int) -> float:
-    return round(a / b, 4) if b else 0.0
-
-
-def _text(e: Entity) -> str:
-    return e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start]

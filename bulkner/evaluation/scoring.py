@@ -50,7 +50,7 @@ def _as_mentions(items: Iterable[tuple], types: Sequence[str] | None) -> set[Men
     return mentions
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict:
+def prf(tp: int, fp: int, fn: int) -> dict:
     """Precision, recall and F1 of counts; 0/0 gives 0.0."""
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
@@ -128,11 +128,11 @@ def _table(gold: set[Mention], predicted: set[Mention], tp: dict[str, int], type
     per_type = {}
     for t in types:
         counts = {"tp": tp.get(t, 0), "fp": n_pred[t] - tp.get(t, 0), "fn": n_gold[t] - tp.get(t, 0)}
-        per_type[t] = {**_prf(counts["tp"], counts["fp"], counts["fn"]), **counts, "support": n_gold[t]}
+        per_type[t] = {**prf(counts["tp"], counts["fp"], counts["fn"]), **counts, "support": n_gold[t]}
     total = {k: sum(row[k] for row in per_type.values()) for k in ("tp", "fp", "fn")}
     active = [row for t, row in per_type.items() if n_gold[t] or n_pred[t]]
     macro = {k: sum(row[k] for row in active) / len(active) if active else 0.0 for k in ("precision", "recall", "f1")}
-    return {"micro": {**_prf(total["tp"], total["fp"], total["fn"]), **total}, "macro": macro, "per_type": per_type}
+    return {"micro": {**prf(total["tp"], total["fp"], total["fn"]), **total}, "macro": macro, "per_type": per_type}
 
 
 def score(gold: Iterable[tuple], predicted: Iterable[tuple], types: Sequence[str] | None = None) -> dict:

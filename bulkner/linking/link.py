@@ -167,8 +167,7 @@ def link_entities(linker: Linker, sentences: Sequence[Sentence], entities: Seque
             long_forms[doc_id, short] = s.text[a.long_start - s.start : a.long_end - s.start]
     mentions = []
     for e in entities:
-        text = e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start]
-        mentions.append(Mention(e.type, text, long_forms.get((e.sentence.doc_id, text)), e.sentence.doc_id))
+        mentions.append(Mention(e.type, e.text, long_forms.get((e.sentence.doc_id, e.text)), e.sentence.doc_id))
     links = linker.link(mentions)
     counts = Counter("linked" if link.concept else "unlinked" for link in links)
     return [replace(e, concept_id=link.concept, link_score=link.score if link.stage != "none" else None)

@@ -345,7 +345,7 @@ def entities_table(entities: Sequence[Entity], source: str) -> pa.Table:
         "doc_id": lambda e: e.sentence.doc_id, "doc_version": lambda e: e.sentence.doc_version,
         "passage_index": lambda e: e.sentence.passage_index, "sentence_index": lambda e: e.sentence.sentence_index,
         "start": attrgetter("start"), "end": attrgetter("end"),
-        "text": lambda e: e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start],
+        "text": attrgetter("text"),
         "type": attrgetter("type"), "score": attrgetter("score"), "source": lambda e: source,
         "origin": attrgetter("origin"), "concept_id": attrgetter("concept_id"), "link_score": attrgetter("link_score"),
     })

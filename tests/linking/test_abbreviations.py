@@ -93,10 +93,6 @@ def _gold_entities(gold: GoldDocument, sentences: list[Sentence]) -> list[Entity
     return sentence_gold(sentences, [gold], crossing="none").entities(sentences)
 
 
-def _text(e: Entity) -> str:
-    return e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start]
-
-
 def _where(e: Entity) -> str:
     """``passage/sentence`` of an entity."""
     return f"{e.sentence.passage_index}/{e.sentence.sentence_index}"
@@ -175,8 +171,8 @@ def test_ltbi_takes_its_long_forms_type_everywhere_and_ttt_fbp_are_dropped(ltbi)
     out, stats = harmonize(ltbi, entities)
     kept = {("0/0", "tuberculosis", "Disease"), ("1/0", "tuberculosis", "Disease"),
             ("2/2", "latent TB infection", "Disease")}
-    assert {(_where(e), _text(e), e.type) for e in out} == kept | {(w, "LTBI", "Disease") for w in LTBI_MENTIONS}
-    assert [e.score for e in out if _text(e) == "LTBI"] == [0.98, 0.96, 0.98, 0.97, 0.98, 0.98]  # added: the LF's
+    assert {(_where(e), e.text, e.type) for e in out} == kept | {(w, "LTBI", "Disease") for w in LTBI_MENTIONS}
+    assert [e.score for e in out if e.text == "LTBI"] == [0.98, 0.96, 0.98, 0.97, 0.98, 0.98]  # added: the LF's
     assert stats == Counter(definitions=5, retyped=3, added=3, dropped=4)  # definitions: TTT, FBP, US, LTBI, CI
 
 
@@ -194,7 +190,7 @@ def test_counts_add_up_and_output_is_ordered_and_unique(ltbi):
     assert len(out) == len(entities) - stats["dropped"] + stats["added"]
     assert out == sorted(out, key=lambda e: (e.sentence.passage_index, e.start, e.end, e.type))
     assert len({(e.sentence.key, e.start, e.end, e.type) for e in out}) == len(out)
-    spans = {(_where(e), _text(e), e.type) for e in out}
+    spans = {(_where(e), e.text, e.type) for e in out}
     assert ("3/2", "LTBI treatment", "Chemical") in spans and ("3/2", "LTBI", "Disease") not in spans
     assert ("4/1", "BI diagnosis", "Chemical") not in spans and ("4/1", "LTBI", "Disease") in spans
     assert [t for w, text, t in spans if (w, text) == ("3/4", "LTBI")] == ["Disease"]
@@ -216,7 +212,7 @@ def test_one_document_at_a_time(ltbi):
 def test_what_the_long_form_entity_decides(ltbi, long_form, expected):
     entities = [_at(ltbi, "3/2", "LTBI", "Chemical")] + ([_at(ltbi, "2/2", long_form, "Disease")] if long_form else [])
     out, _ = harmonize(ltbi, entities)
-    assert {_where(e): e.type for e in out if _text(e) == "LTBI"} == expected
+    assert {_where(e): e.type for e in out if e.text == "LTBI"} == expected
 
 
 def test_a_title_mention_before_the_definition_is_restored_from_real_gold():
@@ -225,7 +221,7 @@ def test_a_title_mention_before_the_definition_is_restored_from_real_gold():
     gold = next(g for g in _corpus(BC5CDR) if g.document.doc_id == "pmid:18221780")
     sentences = _sentences(gold.document)
     entities = _gold_entities(gold, sentences)
-    nmda = [e for e in entities if _text(e) == "NMDA"]
+    nmda = [e for e in entities if e.text == "NMDA"]
     assert nmda[0].sentence.passage_index == 0 and len(nmda) == 4
     out, stats = harmonize(sentences, [e for e in entities if e not in nmda])
     restored = {replace(e, origin="abbreviation") if e in nmda else e for e in entities}

@@ -89,7 +89,7 @@ def test_unplaceable_spans_become_parse_rejects():
     sentences, _ = segment([DOC], 2000)
     answers = dict(ANSWERS, **{"pmid:1/1/2": "Chemical:  [Zinc] helped."})
     entities, rejects = Tagger(ReverseEngine(answers), OraclePrompts(TYPES), 10).tag(sentences, TagStats())
-    assert "Zinc" not in {e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start] for e in entities}
+    assert "Zinc" not in {e.text for e in entities}
     assert [r.stage for r in rejects] == ["parse"]
     assert rejects[0].record.startswith("pmid:1/1/2")
 
@@ -138,14 +138,14 @@ def test_selector_scores_and_filters_parsed_spans():
     stats = TagStats()
     tagger = Tagger(ReverseEngine(ANSWERS), OraclePrompts(TYPES), 2, selector)
     entities, _ = tagger.tag(sentences, stats)
-    kept = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in entities}
+    kept = {(e.text, e.score) for e in entities}
     assert kept == {("Cisplatin", 0.9), ("cisplatin", 0.7), ("Renal failure", 0.5)}
     assert stats.selector_dropped == 2 and stats.entities == {"Chemical": 2, "Disease": 1}
     assert {c.type.name for c in selector.seen} == {"Chemical", "Disease"} and len(selector.seen) == 5
     assert stats.selector_seconds > 0 and stats.generate_seconds > 0
     tagger.dropped = []  # evaluation keeps the dropped spans too, with their scores
     tagger.tag(sentences, TagStats())
-    dropped = {(e.sentence.text[e.start - e.sentence.start : e.end - e.sentence.start], e.score) for e in tagger.dropped}
+    dropped = {(e.text, e.score) for e in tagger.dropped}
     assert dropped == {("nephrotoxicity", 0.2), ("Magnesium", 0.1)}
 
 
