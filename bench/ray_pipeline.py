@@ -33,7 +33,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from bulkner.config import DEFAULT_TYPES, EngineConfig, RayConfig, RunConfig, model_and_adapter, selector_for  # noqa: E402
+from bulkner.config import DEFAULT_TYPES, EngineConfig, RayConfig, RunConfig, model_and_adapter  # noqa: E402
+from bulkner.selectors import choose_selector  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmed" / "pmparser" / "baseline"
 DESIGNS = ("pool", "staged", "ray-data")
@@ -42,7 +43,7 @@ DESIGNS = ("pool", "staged", "ray-data")
 def run_config(out: str, engine: str, queue_batches: int) -> RunConfig:
     model, adapter = model_and_adapter(None, None)
     return RunConfig(out=out, engine=EngineConfig(name=engine, model=model, adapter=adapter),
-                     selector=selector_for(None, True, True, DEFAULT_TYPES), queue_batches=queue_batches)
+                     selector=choose_selector(None, True, True, DEFAULT_TYPES), queue_batches=queue_batches)
 
 
 def runner_design(urls: list[str], config: RunConfig) -> dict:

@@ -21,7 +21,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bulkner.pipeline.sentences import split_sentences  # noqa: E402
-from tests.test_segment import (  # noqa: E402
+from tests.pipeline.test_sentences import (  # noqa: E402
     Case,
     Spans,
     load_genia,

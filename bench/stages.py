@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bulkner.config import DEFAULT_TYPES, RunConfig, model_and_adapter, selector_for
+from bulkner.config import DEFAULT_TYPES, RunConfig, model_and_adapter
+from bulkner.selectors import choose_selector
 from bulkner.engines.base import Generation
 from bulkner.pipeline.shard import ShardWorker
 from bulkner.outputs.writer import OutputDir
@@ -84,7 +85,7 @@ def measure(urls: list[str], queue_batches: int, seconds_per_prompt: float, sele
     model, _ = model_and_adapter(None, None)
     with tempfile.TemporaryDirectory() as out:
         config = RunConfig(out=out, queue_batches=queue_batches,
-                           selector=selector_for(None, selector, True, DEFAULT_TYPES))
+                           selector=choose_selector(None, selector, True, DEFAULT_TYPES))
         worker = ShardWorker(config)
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
         scorer = None
