@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The six-type tagger and span selector (issue 23): data, training in stages, calibration, evaluation.
 #
-#   bash scripts/six_types.sh data                 # tmVar3 split and the CellLine documents (seconds)
+#   bash scripts/six_types.sh data                 # tmVar3 split, the CellLine documents, JNLPBA's lines (seconds)
 #   bash scripts/six_types.sh tagger [--resume]    # LoRA stage: INIT, OUT, STEPS, LR, SEED (hours)
 #   bash scripts/six_types.sh selector             # span selector on the same sources (about an hour)
 #   bash scripts/six_types.sh calibrate ADAPTER    # the selector's thresholds on ADAPTER's spans (minutes)
@@ -17,7 +17,8 @@ export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACH
 
 # Each source's prompt lists only the types it annotates (docs/types.md). BioRED twice, its and
 # tmVar3's CellLine documents once more (100 + 45 mentions: the rare type), NCBI-disease's first
-# 300 documents; no JNLPBA (its cell_line spans include "cells", BioRED's are the name alone).
+# 300 documents, and 200 JNLPBA documents with their cell_line mentions cut to the line's name
+# (scripts/jnlpba_celllines.py: JNLPBA marks "Jurkat T cells", BioRED the name alone).
 SOURCES=(
   --source "pubtator:$D/biored/Train.filtered.PubTator:$SIX"
   --source "pubtator:$D/biored/Train.filtered.PubTator:$SIX"
@@ -27,6 +28,7 @@ SOURCES=(
   --source "pubtator:$D/bc5cdr/CDR_TrainingSet.PubTator.txt:Chemical,Disease"
   --source "pubtator:$D/ncbi_disease/NCBItrainset_corpus.txt:Disease:300"
   --source "brat:$D/s800/train:Species"
+  --source "pubtator:$R/jnlpba-train-cellline.PubTator:CellLine:200"
 )
 # The selector sees each corpus once (it masks a source's unannotated types itself).
 SELECTOR_SOURCES=(
@@ -35,6 +37,7 @@ SELECTOR_SOURCES=(
   --source "pubtator:$D/bc5cdr/CDR_TrainingSet.PubTator.txt:Chemical,Disease"
   --source "pubtator:$D/ncbi_disease/NCBItrainset_corpus.txt:Disease"
   --source "brat:$D/s800/train:Species"
+  --source "pubtator:$R/jnlpba-train-cellline.PubTator:CellLine"
 )
 
 case "${1:-}" in
@@ -43,6 +46,7 @@ case "${1:-}" in
       --train $R/tmvar3-train.PubTator --held-out $R/tmvar3-dev.PubTator --every 5
     .venv/bin/python scripts/select_pubtator.py $D/biored/Train.filtered.PubTator --label CellLine --out $R/biored-train-cellline.PubTator
     .venv/bin/python scripts/select_pubtator.py $R/tmvar3-train.PubTator --label CellLine --out $R/tmvar3-train-cellline.PubTator
+    .venv/bin/python scripts/jnlpba_celllines.py $D/jnlpba/standoff-train.tar.gz --out $R/jnlpba-train-cellline.PubTator
     ;;
   tagger)
     shift
