@@ -1,13 +1,14 @@
 """End-to-end throughput of `bulkner run` on real PubMed XML, one JSON line per setup.
 
-    .venv/bin/python bench/throughput.py [INPUT...] [--setup NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain] ...]
+    .venv/bin/python bench/throughput.py [INPUT...] [--setup NAME:ADAPTER:SELECTOR:TYPES[:FLAG...] ...]
         [--model smollm2-135m] [--engine vllm]
 
 Every setup runs `bulkner run` over the same input in this one process, after one warm-up run on
 the embedded sample (library loading and kernel compilation are not charged to the first setup).
 In a setup, ADAPTER and SELECTOR are a directory, ``default`` (the shipped one) or ``none``;
-TYPES is a comma-separated list; then ``constrain`` turns on constrained decoding and ``uncertain``
-the cascade (``--generate uncertain``). Without ``--setup`` the shipped default runs alone. Default
+TYPES is a comma-separated list; then the flags: ``constrain`` turns on constrained decoding,
+``uncertain`` the cascade (``--generate uncertain``), ``ngramK`` n-gram speculation with K tokens
+(``--speculative-ngram K``). Without ``--setup`` the shipped default runs alone. Default
 input: ``pubmedsample18n0001.xml.gz`` from ``../shared/data/pubmed`` when it is there, else the
 embedded sample.
 
@@ -48,11 +49,12 @@ def shipped_or(value: str, shipped) -> str | None:
 
 
 def setup(spec: str) -> dict:
-    """``NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain]`` as a dict; ``default`` and ``none`` resolved."""
+    """``NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain][:ngramK]`` as a dict; ``default`` and ``none`` resolved."""
     fields = spec.split(":")
     flags = fields[4:]
-    if len(fields) < 4 or not set(flags) <= {"constrain", "uncertain"} or len(set(flags)) != len(flags):
-        raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain]")
+    ngram = [f for f in flags if f.startswith("ngram") and f[5:].isdigit()]
+    if len(fields) < 4 or not set(flags) - set(ngram) <= {"constrain", "uncertain"} or len(set(flags)) != len(flags) or len(ngram) > 1:
+        raise SystemExit(f"--setup {spec!r}: expected NAME:ADAPTER:SELECTOR:TYPES[:constrain][:uncertain][:ngramK]")
     name, adapter, selector, types = fields[:4]
     return {
         "name": name,
@@ -61,6 +63,7 @@ def setup(spec: str) -> dict:
         "types": tuple(t for t in types.split(",") if t),
         "constrain": "constrain" in flags,
         "generate": "uncertain" if "uncertain" in flags else "all",
+        "speculative_ngram": int(ngram[0][5:]) if ngram else 0,
     }
 
 
@@ -73,7 +76,8 @@ def band_calibration(selector: str) -> dict:
 
 
 def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict:
-    engine = EngineConfig(name=args.engine, model=args.model, adapter=chosen["adapter"], constrain=chosen["constrain"])
+    engine = EngineConfig(name=args.engine, model=args.model, adapter=chosen["adapter"], constrain=chosen["constrain"],
+                          speculative_ngram=chosen["speculative_ngram"])
     with tempfile.TemporaryDirectory() as out:
         config = RunConfig(out=out, types=chosen["types"], engine=engine, selector=chosen["selector"], generate=chosen["generate"])
         started = time.perf_counter()
@@ -85,6 +89,7 @@ def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict
     sentences = summary["sentences"]
     return {
         "setup": chosen["name"], "types": list(chosen["types"]), "constrained": chosen["constrain"], "generate": chosen["generate"],
+        "speculative_ngram": chosen["speculative_ngram"],
         "adapter": chosen["adapter"], "selector": chosen["selector"],
         "documents": summary["documents"], "sentences": sentences,
         "sentences_per_second": summary["sentences_per_second"],
@@ -104,7 +109,7 @@ def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*")
-    parser.add_argument("--setup", action="append", default=[], help="NAME:ADAPTER:SELECTOR:TYPES (repeat)")
+    parser.add_argument("--setup", action="append", default=[], help="NAME:ADAPTER:SELECTOR:TYPES[:FLAG...] (repeat)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--engine", default="vllm")
     args = parser.parse_args()

@@ -212,7 +212,9 @@ class SpanSelector:
             raise ValueError(f"{self.path} has no calibrated cascade band: run bulkner train-selector --calibrate-only "
                              f"with the generator (--adapter/--model) to calibrate it")
         allowed = self.allowed(types)
-        probs = self.probs(list(sentences))
+        texts = list(dict.fromkeys(sentences))  # a repeated sentence is scored once
+        by_text = dict(zip(texts, self.probs(texts)))
+        probs = [by_text[text] for text in sentences]
         decided = [triage(text, p, allowed, self.band) for text, p in zip(sentences, probs)]
         return probs, [None if spans is None else [(k, s, e, self.types[t], p) for s, e, t, p in spans]
                        for k, spans in enumerate(decided)]
