@@ -415,6 +415,31 @@ def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
     assert not [line for line in done.stderr.replace("\r", "\n").splitlines() if noise.search(line)], done.stderr[-3000:]
 
 
+@requires_vllm
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_six_type_candidate_tags_genes_species_and_variants_in_a_gene_centred_file(tmp_path, bulkner_cache):
+    """Three real gene-centred citations (BRCA1/BRCA2 in cancer cell lines, FBN1 and MLH1/MSH2
+    mutations, from pubmedsample18n0001): the six-type candidate (``models/``; issue 23) finds
+    Gene, Species and Variant mentions besides Disease."""
+    import subprocess
+    import sys
+
+    data = Path(__file__).resolve().parent / "data" / "pubmed" / "gene-centred.xml"
+    bulkner = Path(sys.executable).with_name("bulkner")
+    models = Path(__file__).resolve().parents[1] / "models"
+    done = subprocess.run([str(bulkner), "run", str(data), "--out", str(tmp_path / "out"), "--types", "Gene,Chemical,Disease,Species,Variant,CellLine",
+                           "--adapter", str(models / "six-types-tagger"), "--selector", str(models / "six-types-selector")],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    entities = read(tmp_path / "out", "entities", "gene-centred").to_pylist()
+    found = {e["type"] for e in entities}
+    assert {"Gene", "Species", "Variant", "Disease"} <= found, sorted(found)
+    genes = {e["text"] for e in entities if e["type"] == "Gene"}
+    assert {"BRCA1", "FBN1", "MLH1"} <= genes, sorted(genes)
+    assert {"K329X", "C1402Y"} & {e["text"] for e in entities if e["type"] == "Variant"}, entities
+
+
 def test_configuration_reference_is_generated_from_the_code():
     import subprocess
     import sys
