@@ -204,6 +204,11 @@ class SpanSelector:
             self.setup()
         return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
 
+    def probs_by_text(self, sentences: Sequence[str]) -> dict[str, Probs]:
+        """:meth:`probs` by sentence text, a repeated sentence scored once."""
+        texts = list(dict.fromkeys(sentences))
+        return dict(zip(texts, self.probs(texts)))
+
     def triage(self, sentences: Sequence[str], types: Sequence[str]) -> tuple[list[Probs], list[list[Added] | None]]:
         """The cascade (``--generate uncertain``): each sentence's span probabilities and, per
         sentence, the classifier's spans ``(sentence index, start, end, type, p)`` of ``types``
@@ -212,8 +217,7 @@ class SpanSelector:
             raise ValueError(f"{self.path} has no calibrated cascade band: run bulkner train-selector --calibrate-only "
                              f"with the generator (--adapter/--model) to calibrate it")
         allowed = self.allowed(types)
-        texts = list(dict.fromkeys(sentences))  # a repeated sentence is scored once
-        by_text = dict(zip(texts, self.probs(texts)))
+        by_text = self.probs_by_text(sentences)
         probs = [by_text[text] for text in sentences]
         decided = [triage(text, p, allowed, self.band) for text, p in zip(sentences, probs)]
         return probs, [None if spans is None else [(k, s, e, self.types[t], p) for s, e, t, p in spans]
@@ -231,8 +235,7 @@ class SpanSelector:
         adds, ``(sentence index, start, end, type, p)``, of ``types``. Sentences with the same text
         are scored once and decided each on its own; ``probs``, when given, are the sentences'
         span probabilities already computed (:meth:`triage`)."""
-        texts = list(dict.fromkeys(sentences))
-        probs = dict(zip(sentences, probs)) if probs is not None else dict(zip(texts, self.probs(texts)))
+        probs = dict(zip(sentences, probs)) if probs is not None else self.probs_by_text(sentences)
         allowed = self.allowed(types)
         scores: list[float] = [1.0] * len(candidates)
         keep = [True] * len(candidates)
