@@ -140,6 +140,8 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         if changed := {k: n for k, n in summary.get("abbreviations", {}).items() if k != "definitions" and n}:
             out(f"abbreviations: {summary['abbreviations'].get('definitions', 0)} definitions; "
                 + ", ".join(f"{n} {k}" for k, n in changed.items()))
+        if (found := summary.get("names", {})).get("kept"):
+            out(f"names: {found['kept']} more occurrences of tagged names (of {found['proposed']} proposed)")
         if links := summary.get("links"):
             out(f"links: {links.get('linked', 0)} entities with a concept id, {links.get('unlinked', 0)} without")
         if summary.get("classified"):
@@ -195,6 +197,8 @@ FORMAT_HELP = f"Input format: {', '.join(INPUT_FORMATS)} (auto: by file name, an
 ID_FIELD_HELP = "JSONL/Parquet: the field holding the document id."
 ABBREVIATIONS_HELP = ("Document pass: a short form defined in a document (\"latent TB infection (LTBI)\") takes its long "
                       "form's entity type wherever it occurs there; one whose long form is no entity is dropped.")
+NAMES_HELP = ("Document pass: a name tagged in one place of a document is proposed at its other whole-word occurrences "
+              "there; the span selector keeps those it scores at its keep threshold (no selector: off).")
 LINK_HELP = "Give every entity a concept id (MeSH, NCBI Gene, NCBI Taxonomy, dbSNP, Cellosaurus) or none, from the knowledge base."
 KB_HELP = "Knowledge-base directory (bulkner kb build); default: the one built from the installed tables, cached on first use."
 GENERATE_HELP = ("Which sentences the LLM reads: all; uncertain (the span selector's classifier reads every sentence "
@@ -232,6 +236,7 @@ def run(
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
     abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP),
+    names: bool = typer.Option(RunConfig.names, "--names/--no-names", help=NAMES_HELP),
     generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
     link: bool = typer.Option(RunConfig.link, "--link/--no-link", help=LINK_HELP),
     kb: Optional[Path] = typer.Option(None, help=KB_HELP),
@@ -262,7 +267,7 @@ def run(
         config = RunConfig(
             out=out, types=type_names, types_file=str(types_file) if types_file else None,
             engine=engine_config, input=InputConfig(input_format, id_field, text_field, max_record_mb), batch_sentences=batch_sentences,
-            queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold, abbreviations=abbreviations,
+            queue_batches=queue_batches, selector=selector, selector_threshold=selector_threshold, abbreviations=abbreviations, names=names,
             generate=generate, link=link, kb=str(kb) if kb else None,
         )
     except ValueError as err:
@@ -312,7 +317,8 @@ def eval_(
     selector: Optional[str] = typer.Option(None, help=SELECTOR_HELP),
     no_selector: bool = typer.Option(False, "--no-selector", help=NO_SELECTOR_HELP),
     selector_threshold: Optional[float] = typer.Option(None, help=THRESHOLD_HELP),
-    abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP + " Scored both ways (the JSON's document_pass has the scores without it)."),
+    abbreviations: bool = typer.Option(RunConfig.abbreviations, "--abbreviations/--no-abbreviations", help=ABBREVIATIONS_HELP + " Scored both ways (the JSON's document_pass has the scores without the document pass: names and abbreviations)."),
+    name_pass: bool = typer.Option(RunConfig.names, "--names/--no-names", help=NAMES_HELP + " Scored both ways, together with the abbreviations."),
     generate: str = typer.Option(RunConfig.generate, help=GENERATE_HELP),
     link: bool = typer.Option(RunConfig.link, "--link/--no-link", help=LINK_HELP + " Scored with the gold ids where the corpus has them."),
     kb: Optional[Path] = typer.Option(None, help=KB_HELP),
@@ -347,7 +353,7 @@ def eval_(
         config = EvalConfig(str(gold), fmt, names, str(types_file) if types_file else None, engine_config,
                             oracle_format=answer_format or DEFAULT_FORMAT, selector=chosen,
                             selector_threshold=selector_threshold, limit=limit, batch_sentences=batch_sentences,
-                            abbreviations=abbreviations, generate=generate, link=link, kb=str(kb) if kb else None)
+                            abbreviations=abbreviations, names=name_pass, generate=generate, link=link, kb=str(kb) if kb else None)
         result = evaluate_corpus(config, predictions=predicted)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -471,8 +477,10 @@ def train_selector_cmd(
         fail(str(err))
     except (RuntimeError, ImportError) as err:
         fail(str(err), 1)
+    repair = calibration.get("repair")
+    repaired = f"  boundary repair (margin {repair['margin']}, floor {repair['floor']}): held-out F1 {repair['f1']:.3f}" if repair else ""
     typer.echo(f"selector: {out}  keep threshold {calibration['threshold']:.3f}  add threshold {calibration['add_threshold']:.3f}  "
-               f"held-out F1 {calibration['f1']:.3f} (generator alone {calibration['f1_without_selector']:.3f})  ({steps} steps)")
+               f"held-out F1 {calibration['f1']:.3f} (generator alone {calibration['f1_without_selector']:.3f}){repaired}  ({steps} steps)")
 
 
 @app.command("export")

@@ -179,6 +179,10 @@ class RunConfig:
     """The document pass: abbreviation definitions are found in each document, a short form takes
     the type of its long form's entity wherever it occurs, and one whose long form is no entity is
     dropped (``bulkner.linking.abbreviations``)."""
+    names: bool = True
+    """The document pass: a name tagged in one place of a document is proposed at its other
+    whole-word occurrences there, and the span selector keeps those it scores at its keep threshold
+    (``bulkner.linking.names``; nothing without a selector)."""
     link: bool = True
     """Every entity gets a concept id (a CURIE) or none, from the knowledge base (``bulkner.linking``)."""
     kb: str | None = None

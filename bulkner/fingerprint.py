@@ -14,7 +14,7 @@ from typing import Sequence
 
 from bulkner import tagging
 from bulkner.connectors import discover
-from bulkner.linking import abbreviations
+from bulkner.linking import abbreviations, names
 from bulkner.linking.link import Linker
 from bulkner.pipeline import prompt, sentences
 from bulkner.config import RunConfig, generation_mode
@@ -67,6 +67,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
             "selector": _selector(config),
         } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {}) \
+          | ({"names": names.VERSION} if config.names and config.selector is not None else {}) \
           | ({"generate": _band(config)} if generation_mode(config.generate, config.selector) != "all" else {}) \
           | ({"linking": Linker(config.kb).fingerprint()} if config.link else {})  # runs from before these keep their hash
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

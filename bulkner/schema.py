@@ -124,6 +124,7 @@ ORIGINS = {
     "selector": "added by the span selector in a sentence the generator read",
     "classifier": "the span classifier's alone, in a sentence it decided without the generator (--generate uncertain)",
     "abbreviation": "a short form the document pass tagged like its long form",
+    "propagated": "another occurrence of a name the document tags elsewhere, kept by the span selector",
 }
 """The values of the entities table's ``origin`` column."""
 

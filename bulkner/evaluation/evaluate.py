@@ -93,8 +93,8 @@ def evaluate(
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(expected, mentions(final), names)
     result["pipeline"] = counts | unreachable
-    if tagger.abbreviations:
-        result["document_pass"] = {"counts": dict(sorted(stats.abbreviations.items())),
+    if tagger.abbreviations or tagger.names:
+        result["document_pass"] = {"counts": dict(sorted(stats.abbreviations.items())), "names": dict(sorted(stats.names.items())),
                                    "without": score(expected, mentions(entities), names)["strict"]}
     if tagger.linker is not None and gold_ids is not None:
         from bulkner.corpora.gold import sentence_gold
@@ -165,7 +165,11 @@ class EvalConfig:
     batch_sentences: int = RunConfig.batch_sentences
     max_sentence_chars: int = MAX_SENTENCE_CHARS
     abbreviations: bool = RunConfig.abbreviations
-    """The document pass (``RunConfig.abbreviations``); scored with and without it."""
+    """The document pass's abbreviations (``RunConfig.abbreviations``); scored with and without the
+    document pass (names and abbreviations together)."""
+    names: bool = RunConfig.names
+    """Name propagation in the document pass (``RunConfig.names``); scored with and without the
+    document pass (names and abbreviations together)."""
     generate: str = RunConfig.generate
     """Which sentences the generator reads (``RunConfig.generate``)."""
     link: bool = RunConfig.link
@@ -197,7 +201,7 @@ def evaluate_corpus(config: EvalConfig, progress: bool = True, predictions: dict
     tagger = None
     if config.engine is not None:
         tagger = build_tagger(types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
-                              config.abbreviations, config.generate, config.link, config.kb)
+                              config.abbreviations, config.generate, config.link, config.kb, names=config.names)
     gold_ids = None
     if tagger is not None and tagger.linker is not None and config.format in ("pubtator", "brat"):
         from bulkner.linking.kb import read_gold_ids

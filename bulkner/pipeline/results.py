@@ -88,6 +88,7 @@ class RunSummary:
             "generated": self.total("prompts"),
             "classified": self.total("classified"),
             "abbreviations": dict(sorted(self.merged("abbreviations").items())),
+            "names": dict(sorted(self.merged("names").items())),
             "links": dict(sorted(self.merged("links").items())),
             "generate_seconds": round(self.total("generate_seconds"), 1),
             "selector_seconds": round(self.total("selector_seconds"), 1),

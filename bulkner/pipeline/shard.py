@@ -121,7 +121,7 @@ class ShardWorker:
         config = self.config
         self.tagger = build_tagger(
             self.types, config.engine, config.batch_sentences, config.selector, config.selector_threshold,
-            config.abbreviations, config.generate, config.link, config.kb,
+            config.abbreviations, config.generate, config.link, config.kb, names=config.names,
         )
 
     def teardown(self) -> None:

@@ -52,9 +52,9 @@ class TagStats:
     unfinished: int = 0
     """Generations cut at ``max_tokens`` (their complete blocks still count)."""
     selector_dropped: int = 0
-    """Parsed spans the entity selector scored under its threshold."""
+    """Parsed spans the entity selector dropped: under its keep threshold, or moved by a boundary repair."""
     selector_added: int = 0
-    """Spans a span selector added that the generator did not propose."""
+    """Spans a span selector added: its own, and the boundaries it repaired."""
     classified: int = 0
     """Sentences the span classifier decided alone, without the generator (``--generate uncertain``)."""
     generate_seconds: float = 0.0
@@ -64,6 +64,8 @@ class TagStats:
     abbreviations: Counter = field(default_factory=Counter)
     """The document pass (``bulkner.linking.abbreviations.harmonize``): definitions found, entities
     retyped, added and dropped."""
+    names: Counter = field(default_factory=Counter)
+    """Name propagation (``bulkner.linking.names``): occurrences proposed, and kept by the selector."""
     links: Counter = field(default_factory=Counter)
     """Entities linked to a concept and left without one (``bulkner.linking.link``)."""
     entities: Counter = field(default_factory=Counter)
@@ -80,6 +82,7 @@ class TagStats:
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
             "abbreviations": dict(sorted(self.abbreviations.items())),
+            "names": dict(sorted(self.names.items())),
             "links": dict(sorted(self.links.items())),
             "entities_by_type": dict(sorted(self.entities.items())),
         }
@@ -121,7 +124,7 @@ class Tagger:
     ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None,
-                 abbreviations: bool = False, cascade: bool = False, linker=None) -> None:
+                 abbreviations: bool = False, cascade: bool = False, linker=None, names: bool = False) -> None:
         self.engine = engine
         self.builder = builder
         self.types = {t.name: t for t in builder.types}
@@ -131,6 +134,9 @@ class Tagger:
         """A ``bulkner.selectors.Selector`` that scores and filters parsed spans, or None."""
         self.abbreviations = abbreviations
         """Whether ``finish_documents`` makes each document's abbreviations agree."""
+        self.names = names and selector is not None
+        """Whether ``finish_documents`` proposes each tagged name at its other occurrences in the
+        document, for the selector to confirm (never without a selector)."""
         if cascade and (selector is None or selector.band is None):
             raise ValueError("--generate uncertain needs a span selector with a calibrated cascade band "
                              "(bulkner train-selector --calibrate-only with the generator)")
@@ -221,10 +227,14 @@ class Tagger:
         return batch
 
     def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
-        """The document pass, once every sentence of whole documents is tagged: with
-        ``abbreviations``, a short form takes its long form's type across its document and one
-        whose long form is no entity is dropped; with a ``linker``, every entity gets its
-        concept id (a defined short form through its long form)."""
+        """The document pass, once every sentence of whole documents is tagged: with ``names``, a
+        name tagged in one place of a document is proposed at its other occurrences there and the
+        selector keeps those it scores at its keep threshold; with ``abbreviations``, a short form
+        takes its long form's type across its document and one whose long form is no entity is
+        dropped; with a ``linker``, every entity gets its concept id (a defined short form through
+        its long form)."""
+        if self.names:
+            entities = self._propagate(sentences, entities, stats)
         if self.abbreviations:
             from bulkner.linking.abbreviations import harmonize_documents
 
@@ -239,6 +249,34 @@ class Tagger:
             entities, counts = link_entities(self.linker, sentences, entities)
             stats.links += counts
         return entities
+
+    def _propagate(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
+        """``entities`` and the proposals of :func:`bulkner.linking.names.propose` the selector keeps,
+        each document's in reading order."""
+        from bulkner.linking.names import propose, resolve
+        from bulkner.selectors import Candidate
+
+        by_doc: dict[str, list[Entity]] = {}
+        for e in entities:
+            by_doc.setdefault(e.sentence.doc_id, []).append(e)
+        of_doc: dict[str, list[Sentence]] = {}
+        for s in sentences:
+            of_doc.setdefault(s.doc_id, []).append(s)
+        proposed = [p for doc_id, own in of_doc.items() for p in propose(own, by_doc.get(doc_id, []))]
+        texts = list(dict.fromkeys(p.sentence.text for p in proposed))
+        owner = {text: k for k, text in enumerate(texts)}
+        started = time.perf_counter()
+        candidates = [Candidate(p.sentence.text, p.start - p.sentence.start, p.end - p.sentence.start, self.types[p.type]) for p in proposed]
+        scores = self.selector.confirm(candidates, [owner[p.sentence.text] for p in proposed], texts)
+        stats.selector_seconds += time.perf_counter() - started
+        kept = resolve([replace(p, score=q) for p, q in zip(proposed, scores) if q is not None and q >= self.selector.threshold])
+        stats.names["proposed"] += len(proposed)
+        stats.names["kept"] += len(kept)
+        stats.entities += Counter(e.type for e in kept)
+        for e in kept:
+            by_doc.setdefault(e.sentence.doc_id, []).append(e)
+        order = lambda e: (e.sentence.passage_index, e.start, e.end, e.type)  # noqa: E731
+        return [e for doc_id in dict.fromkeys([s.doc_id for s in sentences] + list(by_doc)) for e in sorted(by_doc.get(doc_id, []), key=order)]
 
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
         stats.prompts += 1
@@ -292,6 +330,7 @@ def build_tagger(
     generate: str = "all",
     link: bool = False,
     kb: str | None = None,
+    names: bool = False,
 ) -> Tagger:
     """Load the tokenizer, build the prompt builder, the engine and the selector (heavy: once per worker)."""
     from transformers import AutoTokenizer
@@ -316,4 +355,4 @@ def build_tagger(
         linker = Linker(kb)
         linker.setup()
     cascade = generation_mode(generate, selector) == "uncertain"
-    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=cascade, linker=linker)
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=cascade, linker=linker, names=names)

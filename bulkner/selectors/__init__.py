@@ -63,6 +63,13 @@ class Selector(Protocol):
         sentences' scores from ``triage``, not computed again."""
         ...
 
+    threshold: float
+    """The keep threshold."""
+
+    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str]) -> list[float | None]:
+        """Each candidate's score (None: not scorable); the caller keeps those at ``threshold``."""
+        ...
+
     def fingerprint(self) -> str:
         """Kind, version, weights by content and the thresholds used: joins the run fingerprint."""
         ...

@@ -8,7 +8,9 @@ the generator proposed is kept when its probability for its type is at least ``k
 then spans the generator did not propose, overlapping no kept span, are added greedily from the
 most probable down while their probability is at least ``add_threshold``. Both thresholds are
 calibrated together on the generator's spans in held-out training sentences
-(:mod:`bulkner.selectors.train`), for the F1 of generator plus selector.
+(:mod:`bulkner.selectors.train`), for the F1 of generator plus selector; then the boundary repair
+(a kept span gives way to an overlapping span of its type the classifier is much surer of) is
+calibrated there too, on top of them.
 
 A saved span selector is a directory (:mod:`bulkner.selectors.encoder`): ``selector.json`` with
 ``"kind": "span"``, the thresholds and the types; the tokenizer; the fine-tuned encoder weights
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,21 +125,47 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
     return out
 
 
+Repair = tuple[float, float]
+"""Boundary repair ``(margin, floor)``: a kept span gives way to the overlapping span its type is
+likeliest on, when that probability is at least ``floor`` and ``margin`` over the kept span's."""
+
+
 def decide(probs: Probs, proposed: Sequence[tuple[int, int, int]], allowed: Sequence[int], keep_threshold: float,
-           add_threshold: float) -> tuple[list[float | None], list[tuple[int, int, int, float]]]:
-    """One sentence: each proposed ``(start, end, type index)``'s probability (None: not scorable,
-    kept), and the added spans ``(start, end, type index, p)``: the most probable first, each of a
-    type in ``allowed``, at least ``add_threshold``, overlapping no kept or added span."""
+           add_threshold: float, repair: Repair | None = None) -> tuple[list[float | None], list[bool], list[tuple[int, int, int, float]]]:
+    """One sentence: each proposed ``(start, end, type index)``'s probability (None: not scorable),
+    whether it is kept (unscorable ones are), and the added spans ``(start, end, type index, p)``.
+
+    A proposed span is kept at ``keep_threshold`` or more. With ``repair``, a kept span whose
+    boundaries the classifier doubts gives way to its repair (:data:`Repair`) unless that overlaps
+    another kept span of its type; the repair counts as added. Then spans of the ``allowed`` types at
+    ``add_threshold`` or more are added, the most probable first, each overlapping no kept or added span."""
     scores = [probs[(s, e)][1 + t] if (s, e) in probs else None for s, e, t in proposed]
-    taken = [(s, e) for (s, e, _), p in zip(proposed, scores) if p is None or p >= keep_threshold]
-    added = []
+    keep = [p is None or p >= keep_threshold for p in scores]
+    added: list[tuple[int, int, int, float]] = []
+    if repair is not None:
+        for k, ((s, e, t), p) in enumerate(zip(proposed, scores)):
+            better = keep[k] and p is not None and repaired(probs, s, e, t, p, repair)
+            others = [(a, b) for j, (a, b, u) in enumerate(proposed) if keep[j] and j != k and u == t] + [(a, b) for a, b, u, _ in added if u == t]
+            if better and not any(better[0] < b and a < better[1] for a, b in others):
+                keep[k] = False
+                added.append((*better, t, probs[better][1 + t]))
+    taken = [(s, e) for (s, e, _), ok in zip(proposed, keep) if ok] + [(s, e) for s, e, _, _ in added]
     if add_threshold <= 1.0:
         ranked = sorted(((p[1 + t], s, e, t) for (s, e), p in probs.items() for t in allowed if p[1 + t] >= add_threshold), reverse=True)
         for p, s, e, t in ranked:
             if not any(s < b and a < e for a, b in taken):
                 taken.append((s, e))
                 added.append((s, e, t, p))
-    return scores, added
+    return scores, keep, added
+
+
+def repaired(probs: Probs, start: int, end: int, t: int, p: float, repair: Repair) -> tuple[int, int] | None:
+    """The span overlapping ``[start, end)`` that type ``t`` is likeliest on, if its probability is
+    at least the repair's floor and its margin over ``p``; else None."""
+    margin, floor = repair
+    bar = max(floor, p + margin)
+    best = max(((q[1 + t], span) for span, q in probs.items() if span[0] < end and start < span[1]), default=(0.0, None))
+    return best[1] if best[0] >= bar and best[1] != (start, end) else None
 
 
 def scored_whole(text: str, probs: Probs) -> bool:
@@ -160,7 +189,7 @@ def triage(text: str, probs: Probs, allowed: Sequence[int], band: Band) -> list[
         return None
     if any(low <= p[1 + t] < high for p in probs.values() for t in allowed):
         return None
-    return decide(probs, [], allowed, 1.0, high)[1]
+    return decide(probs, [], allowed, 1.0, high)[2]
 
 
 class SpanSelector:
@@ -178,11 +207,17 @@ class SpanSelector:
         self.threshold = float(self.meta["threshold"] if threshold is None else threshold)
         self.add_threshold = float(self.meta["add_threshold"])
         self.types = list(self.meta["types"])
+        repair = self.meta.get("repair")
+        self.repair: Repair | None = (float(repair["margin"]), float(repair["floor"])) if repair else None
+        """The calibrated boundary repair, or None (a selector calibrated before it: no repair)."""
         cascade = self.meta.get("cascade")
         self.band: Band | None = (float(cascade["low"]), float(cascade["high"])) if cascade else None
         """The calibrated uncertainty band of ``--generate uncertain``, or None (not calibrated)."""
         self.batch_size = batch_size
         self.device = device
+        self._lock = threading.Lock()
+        """One scoring at a time: a shard's prompt thread (the cascade) and its write thread (the
+        document pass) share the model."""
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -200,9 +235,10 @@ class SpanSelector:
 
     def probs(self, texts: Sequence[str]) -> list[Probs]:
         """Class probabilities of every scorable span of each text (:func:`span_probs`)."""
-        if self._model is None:
-            self.setup()
-        return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
+        with self._lock:
+            if self._model is None:
+                self.setup()
+            return span_probs(self._model, self._tokenizer, texts, self.meta["max_length"], self.device, self.batch_size)
 
     def probs_by_text(self, sentences: Sequence[str]) -> dict[str, Probs]:
         """:meth:`probs` by sentence text, a repeated sentence scored once."""
@@ -232,7 +268,7 @@ class SpanSelector:
         """Scores and keep decisions of ``candidates`` (``candidates[i]`` is a span of
         ``sentences[owners[i]]``; those it cannot score — longer than ``MAX_WIDTH`` tokens, off
         word boundaries, of a type it was not trained on — get 1.0 and are kept) and the spans it
-        adds, ``(sentence index, start, end, type, p)``, of ``types``. Sentences with the same text
+        adds, ``(sentence index, start, end, type, p)``, of ``types`` (boundary repairs included). Sentences with the same text
         are scored once and decided each on its own; ``probs``, when given, are the sentences'
         span probabilities already computed (:meth:`triage`)."""
         probs = dict(zip(sentences, probs)) if probs is not None else self.probs_by_text(sentences)
@@ -249,18 +285,32 @@ class SpanSelector:
         for owner, text in enumerate(sentences):
             members = grouped.get(owner, [])
             proposed = [(candidates[i].start, candidates[i].end, self.types.index(candidates[i].type.name)) for i in members]
-            found, extra = decide(probs[text], proposed, allowed, self.threshold, self.add_threshold)
-            for i, p in zip(members, found):
+            found, kept, extra = decide(probs[text], proposed, allowed, self.threshold, self.add_threshold, self.repair)
+            for i, p, ok in zip(members, found, kept):
                 if p is not None:
-                    scores[i], keep[i] = p, p >= self.threshold
+                    scores[i], keep[i] = p, ok
             added += [(owner, s, e, self.types[t], p) for s, e, t, p in extra]
         return scores, keep, added
 
+    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str]) -> list[float | None]:
+        """Each candidate's probability for its type (``candidates[i]`` is a span of
+        ``sentences[owners[i]]``), None where it cannot score it; the caller keeps those at
+        :attr:`threshold` (name propagation's proposals: nothing is added or repaired)."""
+        probs = self.probs_by_text(sentences)
+        scores: list[float | None] = []
+        for c, owner in zip(candidates, owners, strict=True):
+            if c.sentence != sentences[owner]:
+                raise ValueError(f"candidate is not a span of sentence {owner}")
+            p = probs[c.sentence].get((c.start, c.end)) if c.type.name in self.types else None
+            scores.append(None if p is None else p[1 + self.types.index(c.type.name)])
+        return scores
+
     def fingerprint(self) -> str:
-        """Kind, version, the directory by content, and both thresholds used."""
+        """Kind, version, the directory by content, both thresholds used and the boundary repair."""
         from bulkner.checkpoints import content_id
 
-        return f"selector-span-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}"
+        repair = f"-r{self.repair[0]:.4f},{self.repair[1]:.4f}" if self.repair else ""
+        return f"selector-span-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}{repair}"
 
     def close(self) -> None:
         """Release the model (and GPU memory)."""

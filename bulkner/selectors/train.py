@@ -8,7 +8,8 @@ the head train with AdamW, warm-up then linear decay.
 Calibration: the keep and add thresholds are chosen together on sentences held out of the
 training sources (never development or test data), with the generator's spans there when its
 predictions are given (``bulkner eval --predictions``, or generated on the held-out sentences
-alone by :func:`held_out_predictions`), so the calibrated F1 is that of generator plus selector.
+alone by :func:`held_out_predictions`), so the calibrated F1 is that of generator plus selector;
+then, with the generator's spans, the boundary repair on top of them and the cascade's band.
 :func:`recalibrate` does it again for a trained selector, on the same held-out
 sentences (same sources and seed).
 """
@@ -19,6 +20,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -26,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from bulkner.schema import Sentence, Span
 from bulkner.selectors import SELECTOR_VERSION, read_meta, write_meta
 from bulkner.selectors.encoder import autocast, collate, default_encoder_dir, pick_device, save_selector
-from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, SpanSelector, decide, encode, scored_whole, span_model, span_probs
+from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, Repair, SpanSelector, decide, encode, scored_whole, span_model, span_probs
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ ADD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
 LOW_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 HIGH_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Bounds of the cascade's uncertainty band tried at calibration."""
+REPAIR_MARGINS = (0.1, 0.2, 0.3, 0.5)
+REPAIR_FLOORS = (0.3, 0.5, 0.7, 0.9)
+"""Boundary repairs tried at calibration (``span.Repair``)."""
 MAX_F1_LOSS = 0.003
 """The held-out F1 the cascade may lose against generating every sentence (0.3 points)."""
 
@@ -96,7 +101,6 @@ class SelectorTrainConfig:
 
 def source_sentences(sources: Sequence[Any], types_file: str | None) -> tuple[list[Row], dict]:
     """Every source sentence with its gold spans and its source's types, and gold counts by type."""
-    from collections import Counter
 
     from bulkner.config import MAX_SENTENCE_CHARS
     from bulkner.corpora.gold import sentence_gold
@@ -121,15 +125,24 @@ def source_sentences(sources: Sequence[Any], types_file: str | None) -> tuple[li
 
 def split_rows(config: SelectorTrainConfig) -> tuple[list[Row], list[Row], dict]:
     """Training rows (at most ``limit``), calibration rows (dev sources, or the held-out fraction
-    drawn with ``seed``: the same for training and :func:`recalibrate`), and gold counts."""
-    rows, gold_counts = source_sentences(config.sources, config.types_file)
+    drawn with ``seed``: the same for training and :func:`recalibrate`), and gold counts.
+
+    A source listed k times is read, split and held out once, and its training rows are repeated
+    k times (it weighs k times in training; no held-out sentence has a copy in training)."""
+    weight = Counter(config.sources)
+    rows, gold_counts = [], Counter()
+    for source, k in weight.items():
+        found, counts = source_sentences([source], config.types_file)
+        rows += [(row, k) for row in found]
+        gold_counts.update({t: k * n for t, n in counts.items()})
     if config.dev_sources:
         dev_rows, _ = source_sentences(config.dev_sources, config.types_file)
     else:
         random.Random(config.seed).shuffle(rows)
         cut = max(1, round(config.dev_fraction * len(rows)))
-        dev_rows, rows = rows[:cut], rows[cut:]
-    return (rows[: config.limit] if config.limit else rows), dev_rows, gold_counts
+        dev_rows, rows = [row for row, _ in rows[:cut]], rows[cut:]
+    rows = [row for row, k in rows for _ in range(k)]
+    return (rows[: config.limit] if config.limit else rows), dev_rows, dict(gold_counts)
 
 
 def step_loss(model: Any, tokenizer: Any, chunk: Sequence[Row], types: Sequence[str], config: SelectorTrainConfig, device: str) -> tuple[Any, int]:
@@ -254,11 +267,12 @@ def held_out_predictions(config: SelectorTrainConfig, engine: Any, batch_sentenc
 
 
 def with_calibration(meta: dict, calibration: dict) -> dict:
-    """``meta`` with the calibrated thresholds (and cascade band, when calibrated with the
-    generator) and the calibration that chose them."""
-    meta = {k: v for k, v in meta.items() if k != "cascade"}
+    """``meta`` with the calibrated thresholds (and boundary repair and cascade band, when calibrated
+    with the generator) and the calibration that chose them."""
+    meta = {k: v for k, v in meta.items() if k not in ("cascade", "repair")}
     band = {"cascade": {k: calibration["cascade"][k] for k in ("low", "high")}} if "cascade" in calibration else {}
-    return meta | {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "calibration": calibration} | band
+    repair = {"repair": {k: calibration["repair"][k] for k in ("margin", "floor")}} if calibration.get("repair") else {}
+    return meta | {"threshold": calibration["threshold"], "add_threshold": calibration["add_threshold"], "calibration": calibration} | band | repair
 
 
 def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows: Sequence[Row], types: Sequence[str], predictions) -> dict:
@@ -281,17 +295,18 @@ def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows:
     calibration = calibrate(items) | {"on": "generator" if predictions else "selector alone"}
     if not predictions:
         calibration["threshold"] = 0.0
-    else:  # the cascade skips the generator: only its spans say what skipping loses
-        calibration["cascade"] = cascade_band(items, calibration["threshold"], calibration["add_threshold"])
+    else:  # repair acts on the generator's spans; the cascade skips the generator: only its spans say what skipping loses
+        calibration["repair"] = calibrate_repair(items, calibration["threshold"], calibration["add_threshold"])
+        repair = (calibration["repair"]["margin"], calibration["repair"]["floor"]) if calibration["repair"] else None
+        calibration["cascade"] = cascade_band(items, calibration["threshold"], calibration["add_threshold"], repair)
     return calibration
 
 
-def combined(item: Item, keep_threshold: float, add_threshold: float) -> set[tuple[int, int, int]]:
+def combined(item: Item, keep_threshold: float, add_threshold: float, repair: Repair | None = None) -> set[tuple[int, int, int]]:
     """The spans generator plus selector give one held-out sentence, ``(start, end, type index)``."""
     probs, proposed, allowed, _, _ = item
-    scores, added = decide(probs, proposed, allowed, keep_threshold, add_threshold)
-    final = {(s, e, t) for (s, e, t), p in zip(proposed, scores) if p is None or p >= keep_threshold}
-    return final | {(s, e, t) for s, e, t, _ in added}
+    _, keep, added = decide(probs, proposed, allowed, keep_threshold, add_threshold, repair)
+    return {span for span, ok in zip(proposed, keep) if ok} | {(s, e, t) for s, e, t, _ in added}
 
 
 def f1_of(finals: Sequence[set], items: Sequence[Item]) -> float:
@@ -301,12 +316,12 @@ def f1_of(finals: Sequence[set], items: Sequence[Item]) -> float:
     return 2 * tp / total if total else 0.0
 
 
-def combined_f1(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> float:
+def combined_f1(items: Sequence[Item], keep_threshold: float, add_threshold: float, repair: Repair | None = None) -> float:
     """F1 of generator plus selector over held-out sentences; gold and proposed as ``(start, end, type index)``."""
-    return f1_of([combined(item, keep_threshold, add_threshold) for item in items], items)
+    return f1_of([combined(item, keep_threshold, add_threshold, repair) for item in items], items)
 
 
-def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> dict:
+def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: float, repair: Repair | None = None) -> dict:
     """The cascade's uncertainty band (``LOW_GRID`` x ``HIGH_GRID``) that generates the fewest
     held-out sentences while losing at most ``MAX_F1_LOSS`` F1 against generating them all (ties:
     the higher F1). A sentence skips the generator when every span's probability for each of its
@@ -314,11 +329,11 @@ def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: fl
     or more. Its calibration record: the band, both F1s and the share of sentences generated."""
     import bisect
 
-    full = [combined(item, keep_threshold, add_threshold) for item in items]
+    full = [combined(item, keep_threshold, add_threshold, repair) for item in items]
     f1_all = f1_of(full, items)
     values = [sorted(p[1 + t] for p in item[0].values() for t in item[2]) for item in items]
     whole = [scored_whole(item[4], item[0]) for item in items]
-    alone = {high: [{(s, e, t) for s, e, t, _ in decide(item[0], [], item[2], 1.0, high)[1]} for item in items] for high in HIGH_GRID}
+    alone = {high: [{(s, e, t) for s, e, t, _ in decide(item[0], [], item[2], 1.0, high)[2]} for item in items] for high in HIGH_GRID}
     best = None
     for low in LOW_GRID:
         for high in (h for h in HIGH_GRID if h > low):
@@ -336,6 +351,16 @@ def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: fl
     best = best or {"low": 0.0, "high": 1.01, "f1": f1_all, "generated_sentences": len(items)}  # the band [0, 1.01) holds every p
     return best | {"f1_all": f1_all, "generated_share": round(best["generated_sentences"] / max(1, len(items)), 4),
                    "sentences": len(items), "max_f1_loss": MAX_F1_LOSS}
+
+
+def calibrate_repair(items: Sequence[Item], keep_threshold: float, add_threshold: float) -> dict | None:
+    """The boundary repair (``REPAIR_MARGINS`` x ``REPAIR_FLOORS``, :data:`span.Repair`) with the
+    best held-out F1 at the calibrated thresholds, or None when none beats no repair (ties: the
+    larger margin, then the higher floor: repairing less)."""
+    without = combined_f1(items, keep_threshold, add_threshold)
+    grid = {(m, f): combined_f1(items, keep_threshold, add_threshold, (m, f)) for m in REPAIR_MARGINS for f in REPAIR_FLOORS}
+    (margin, floor), f1 = max(grid.items(), key=lambda kv: (round(kv[1], 9), kv[0]))
+    return {"margin": margin, "floor": floor, "f1": f1, "f1_without": without} if round(f1, 9) > round(without, 9) else None
 
 
 def calibrate(items: Sequence[Item]) -> dict:

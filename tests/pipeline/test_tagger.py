@@ -240,3 +240,38 @@ def test_the_document_pass_makes_abbreviations_agree_across_sentences():
             assert stats.entities == {"Disease": 4}
         else:
             assert [t for *_, t in found] == ["Chemical", "Chemical", "Disease"] and not stats.abbreviations
+
+
+class ConfirmingSelector(ThresholdSelector):
+    """Keeps every generator span; confirms a propagated name by the sentence it stands in."""
+
+    def confirm(self, candidates, owners, sentences):
+        assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
+        self.seen += candidates
+        return [self.scores[c.sentence] for c in candidates]
+
+
+def test_the_document_pass_proposes_a_tagged_name_where_it_recurs_and_the_selector_decides():
+    """Real sentences (PMID 10788334, BioRED): the tagger found BRCA1 in the title only. The
+    other two occurrences are proposed as Gene; the selector keeps the one it scores at its keep
+    threshold. Without a selector, or with --no-names, nothing is proposed."""
+    types = resolve_types(["Gene", "Disease"])
+    doc = Document("pmid:10788334", 1, (
+        Passage("title", "BRCA1 protein in sporadic breast cancer."),
+        Passage("abstract", "We studied BRCA1 expression in 20 tumours. Loss of BRCA1 was frequent.")))
+    answers = {"pmid:10788334/0/0": "[Gene BRCA1] protein in sporadic [Disease breast cancer].",
+               "pmid:10788334/1/0": "We studied BRCA1 expression in 20 tumours.", "pmid:10788334/1/1": "Loss of BRCA1 was frequent."}
+    sentences, _ = segment([doc], 2000)
+    scores = {"We studied BRCA1 expression in 20 tumours.": 0.8, "Loss of BRCA1 was frequent.": 0.2}
+    for selector, names, expected in ((ConfirmingSelector(scores), True, [("Gene", 11, 0.8)]),
+                                      (ConfirmingSelector(scores), False, []), (None, True, [])):
+        if selector is not None:
+            selector.scores |= {"BRCA1": 0.9, "breast cancer": 0.9}
+        stats = TagStats()
+        tagger = Tagger(ReverseEngine(answers), OraclePrompts(types, "brackets"), 10, selector, names=names)
+        entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats)[0], stats)
+        added = [(e.type, e.start, e.score) for e in entities if e.origin == "propagated"]
+        assert added == expected
+        assert len(entities) == 2 + len(expected)
+        if expected:
+            assert stats.names == {"proposed": 2, "kept": 1} and stats.entities["Gene"] == 2

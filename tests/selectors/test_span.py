@@ -20,13 +20,28 @@ PROBS = {(0, 9): [0.1, 0.9, 0.0], (10, 20): [0.7, 0.0, 0.3], (10, 30): [0.05, 0.
 
 def test_decide_keeps_by_threshold_adds_by_confidence_without_overlap():
     proposed = [(0, 9, 0), (10, 20, 1), (60, 70, 1)]  # the last one is not scorable: kept
-    scores, added = decide(PROBS, proposed, [0, 1], keep_threshold=0.5, add_threshold=0.8)
-    assert scores == [0.9, 0.3, None]
+    scores, keep, added = decide(PROBS, proposed, [0, 1], keep_threshold=0.5, add_threshold=0.8)
+    assert scores == [0.9, 0.3, None] and keep == [True, False, True]
     # (10, 20) was dropped, so (10, 30) may come in; (45, 50) goes before (40, 50) and blocks it
     assert added == [(10, 30, 1, 0.95), (45, 50, 0, 0.88)]
-    assert decide(PROBS, proposed, [0, 1], 0.2, 0.8)[1] == [(45, 50, 0, 0.88)]  # (10, 20) kept: overlaps (10, 30)
-    assert decide(PROBS, proposed, [1], 0.5, 0.8)[1] == [(10, 30, 1, 0.95)]  # Chemical not requested
-    assert decide(PROBS, proposed, [0, 1], 0.5, 1.01)[1] == []  # an add threshold over 1 adds nothing
+    assert decide(PROBS, proposed, [0, 1], 0.2, 0.8)[2] == [(45, 50, 0, 0.88)]  # (10, 20) kept: overlaps (10, 30)
+    assert decide(PROBS, proposed, [1], 0.5, 0.8)[2] == [(10, 30, 1, 0.95)]  # Chemical not requested
+    assert decide(PROBS, proposed, [0, 1], 0.5, 1.01)[2] == []  # an add threshold over 1 adds nothing
+
+
+def test_repair_moves_a_kept_span_to_the_boundaries_its_type_is_much_likelier_on():
+    # "retinoic acid receptor": the generator kept "retinoic acid" (Disease 0.3 here) where the
+    # classifier gives Disease 0.95 to the longer span (10, 30)
+    proposed = [(10, 20, 1), (0, 9, 0)]
+    scores, keep, added = decide(PROBS, proposed, [0, 1], 0.2, 1.01, repair=(0.3, 0.5))
+    assert scores == [0.3, 0.9] and keep == [False, True] and added == [(10, 30, 1, 0.95)]
+    assert decide(PROBS, proposed, [0, 1], 0.2, 1.01, repair=(0.7, 0.5))[1:] == ([True, True], [])  # 0.95 < 0.3 + 0.7
+    assert decide(PROBS, proposed, [0, 1], 0.2, 1.01, repair=(0.3, 0.97))[1:] == ([True, True], [])  # under the floor
+    # (40, 50) Chemical 0.85 gives way to (45, 50) 0.88 only with a margin under 0.03
+    assert decide(PROBS, [(40, 50, 0)], [0, 1], 0.2, 1.01, repair=(0.02, 0.5))[1:] == ([False], [(45, 50, 0, 0.88)])
+    assert decide(PROBS, [(40, 50, 0)], [0, 1], 0.2, 1.01, repair=(0.1, 0.5))[1:] == ([True], [])
+    # a repair that would overlap another kept span of its type is not made
+    assert decide(PROBS, [(40, 50, 0), (45, 50, 0)], [0, 1], 0.2, 1.01, repair=(0.02, 0.5))[1:] == ([True, True], [])
 
 
 def test_triage_skips_the_generator_only_when_every_span_is_outside_the_band():

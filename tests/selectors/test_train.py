@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkner.selectors.train import MAX_F1_LOSS, calibrate, cascade_band, combined_f1, source_sentences, split_rows
+from bulkner.selectors.train import MAX_F1_LOSS, calibrate, calibrate_repair, cascade_band, combined_f1, source_sentences, split_rows
 from tests.selectors.test_span import PROBS
 
 NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
@@ -24,6 +24,36 @@ def test_calibration_chooses_keep_and_add_thresholds_on_held_out_sentences():
     assert calibration["f1"] == pytest.approx(1.0) == combined_f1(items, calibration["threshold"], calibration["add_threshold"])
     assert 0.3 < calibration["threshold"] <= 0.9 and 0.88 < calibration["add_threshold"] <= 0.95
     assert calibration["f1_filter_only"] == pytest.approx(2 / 3)
+
+
+def test_repair_is_calibrated_only_where_it_beats_keeping_the_boundaries():
+    """The generator's "retinoic acid" (10, 20) at 0.3 for Disease, kept at keep 0.2; the
+    classifier gives the gold span (10, 30) 0.95: a repair with margin <= 0.65 fixes it. Where the
+    generator's span is the gold one, no repair wins and none is chosen."""
+    gold = {(0, 9, 0), (10, 30, 1)}
+    items = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], gold, "w" * 50)]
+    repair = calibrate_repair(items, 0.2, 1.01)
+    assert repair["f1_without"] == pytest.approx(0.5) and repair["f1"] == pytest.approx(1.0)
+    assert repair["margin"] <= 0.65 and repair["floor"] <= 0.95
+    assert combined_f1(items, 0.2, 1.01, (repair["margin"], repair["floor"])) == pytest.approx(1.0)
+    right = [(PROBS, [(0, 9, 0), (10, 20, 1)], [0, 1], {(0, 9, 0), (10, 20, 1)}, "w" * 50)]
+    assert calibrate_repair(right, 0.2, 1.01) is None
+
+
+def test_a_source_listed_twice_weighs_twice_in_training_and_is_held_out_once():
+    if not BC5CDR_DEV.is_file():
+        pytest.skip("shared data missing")
+    from bulkner.selectors.train import SelectorTrainConfig
+    from bulkner.training.data import TrainSource
+
+    bc5cdr, ncbi = TrainSource("pubtator", str(BC5CDR_DEV), documents=5), TrainSource("pubtator", str(NCBI_DEV), documents=5)
+    once = split_rows(SelectorTrainConfig(sources=(bc5cdr, ncbi), out="unused", dev_fraction=0.2))
+    twice = split_rows(SelectorTrainConfig(sources=(bc5cdr, ncbi, bc5cdr), out="unused", dev_fraction=0.2))
+    assert [s.key for s, _, _ in twice[1]] == [s.key for s, _, _ in once[1]]  # the same held-out sentences
+    held_out = {s.key for s, _, _ in once[1]}
+    assert not held_out & {s.key for s, _, _ in twice[0]}
+    bc5 = [s.key for s, _, types in once[0] if len(types) == 2]
+    assert len(twice[0]) == len(once[0]) + len(bc5) and twice[2]["Chemical"] == 2 * once[2]["Chemical"]
 
 
 def test_cascade_band_skips_the_generator_where_the_classifier_is_sure_and_right():
