@@ -188,7 +188,7 @@ ADAPTER_HELP = f"Local LoRA adapter directory applied to --model (default {DEFAU
 DTYPE_HELP = "auto (bfloat16 on GPUs and on CPUs with native bf16, float32 elsewhere), float32, bfloat16, float16."
 SELECTOR_HELP = ("Directory of a trained entity selector; it scores parsed spans and drops those under its threshold "
                  "(a span selector also adds spans it is sure of). "
-                 "Default: the shipped selector, with the default tagger, for the types it was trained on (Chemical, Disease).")
+                 f"Default: the shipped selector, with the default tagger, for the types it was trained on ({', '.join(DEFAULT_TYPES)}).")
 NO_SELECTOR_HELP = "Keep every parsed span: no selector, not even the default one."
 THRESHOLD_HELP = "Selector (keep) threshold in [0, 1] (default: the one calibrated with the selector)."
 INPUTS_HELP = ("Input shards: PubMed XML, PMC articles (.nxml, .xml) and .tar.gz packages of them, .jsonl, .parquet or "

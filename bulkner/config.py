@@ -9,7 +9,8 @@ ENGINES = ("vllm", "transformers")
 DEFAULT_MODEL = "smollm2-135m"
 """The base of the default tagger; with no ``--model`` and no ``--adapter`` it runs with the
 adapter shipped in the package (``model_and_adapter``)."""
-DEFAULT_TYPES = ("Chemical", "Disease")
+DEFAULT_TYPES = ("Gene", "Chemical", "Disease", "Species", "Variant", "CellLine")
+"""PubTator3's six types, in the order the default tagger was trained to read them (docs/types.md)."""
 MAX_SENTENCE_CHARS = 2000
 """Longest sentence sent to the model (longer ones are rejected, ``sentence_too_long``), at run
 time, in evaluation and in training alike."""

@@ -2,7 +2,7 @@
 # The six-type tagger and span selector (issue 23): data, training in stages, calibration, evaluation.
 #
 #   bash scripts/six_types.sh data                 # tmVar3 split, the CellLine documents, JNLPBA's lines (seconds)
-#   bash scripts/six_types.sh tagger [--resume]    # LoRA stage: INIT, OUT, STEPS, LR, SEED (hours)
+#   bash scripts/six_types.sh tagger [--resume]    # LoRA stage: INIT (default: the shipped adapter), OUT, STEPS, LR, SEED (hours)
 #   bash scripts/six_types.sh selector             # span selector on the same sources (about an hour)
 #   bash scripts/six_types.sh calibrate ADAPTER    # the selector's thresholds on ADAPTER's spans (minutes)
 #   bash scripts/six_types.sh eval ADAPTER SELECTOR NAME [biored bc5cdr ncbi s800 tmvar3]
@@ -30,13 +30,17 @@ SOURCES=(
   --source "brat:$D/s800/train:Species"
   --source "pubtator:$R/jnlpba-train-cellline.PubTator:CellLine:200"
 )
-# The selector sees each corpus once (it masks a source's unannotated types itself).
+# The selector sees each corpus once (it masks a source's unannotated types itself), BioRED (the
+# target's conventions) and JNLPBA's cell-line names (the rare type) twice: a source listed twice
+# weighs twice in training and is held out once.
 SELECTOR_SOURCES=(
+  --source "pubtator:$D/biored/Train.filtered.PubTator:$SIX"
   --source "pubtator:$D/biored/Train.filtered.PubTator:$SIX"
   --source "pubtator:$R/tmvar3-train.PubTator:Gene,Species,Variant,CellLine"
   --source "pubtator:$D/bc5cdr/CDR_TrainingSet.PubTator.txt:Chemical,Disease"
   --source "pubtator:$D/ncbi_disease/NCBItrainset_corpus.txt:Disease"
   --source "brat:$D/s800/train:Species"
+  --source "pubtator:$R/jnlpba-train-cellline.PubTator:CellLine"
   --source "pubtator:$R/jnlpba-train-cellline.PubTator:CellLine"
 )
 
@@ -58,7 +62,7 @@ case "${1:-}" in
     $B train-selector "${SELECTOR_SOURCES[@]}" --out "${OUT:-runs/six/selector}" --epochs 3
     ;;
   calibrate)
-    $B train-selector "${SELECTOR_SOURCES[@]}" --out "${OUT:-runs/six/selector}" --calibrate-only --adapter "$2"
+    $B train-selector "${SELECTOR_SOURCES[@]}" --out "${OUT:-runs/six/selector}" --calibrate-only --adapter "$2" "${@:3}"
     ;;
   eval)
     adapter=$2 selector=$3 name=$4; shift 4

@@ -129,14 +129,14 @@ def check_run_outputs(out: Path, shard: str) -> None:
 @pytest.mark.parametrize("engine", [pytest.param("vllm", marks=[requires_vllm, pytest.mark.vllm]), "transformers"])
 def test_run_end_to_end_with_tiny_model(tmp_path, tiny_model_dir, engine):
     out = tmp_path / "out"
-    args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--engine", engine, "--max-model-len", "1024"]
+    args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--types", "Chemical,Disease", "--engine", engine, "--max-model-len", "1024"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "sentences/s" in result.output and "entities:" in result.output
     check_run_outputs(out, "sample-pubmed")
     rerun = invoke(*args)
     assert rerun.exit_code == 0 and "1 skipped" in rerun.output
-    other = invoke(*args[:-4], "--types", "Disease", *args[-4:])
+    other = invoke(*args[:-6], "--types", "Disease", *args[-4:])
     assert other.exit_code == 2 and "another configuration" in other.output
 
 
@@ -187,7 +187,7 @@ def test_train_then_eval_and_run_with_the_adapter(tmp_path, tiny_model_dir):
     if requires_vllm.args[0]:  # the vLLM tier: the adapter through vLLM's LoRA path
         return
     ran = invoke("run", sample_input(), "--out", tmp_path / "o", "--model", tiny_model_dir, "--adapter", adapter,
-                 "--engine", "vllm", "--max-model-len", "1024")
+                 "--types", "Chemical,Disease", "--engine", "vllm", "--max-model-len", "1024")
     assert ran.exit_code == 0, ran.output
 
 
@@ -290,7 +290,7 @@ def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_span
     nothing = invoke(*args, "--selector", tiny_span_selector, "--selector-threshold", "1")
     assert everything.exit_code == nothing.exit_code == 0, nothing.output
     out = tmp_path / "out"
-    run_args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--engine", "transformers",
+    run_args = ["run", sample_input(), "--out", out, "--model", tiny_model_dir, "--types", "Chemical,Disease", "--engine", "transformers",
                 "--max-model-len", "1024", "--selector", tiny_span_selector, "--selector-threshold", "0"]
     assert invoke(*run_args).exit_code == 0
     scores = read(out, "entities", "sample-pubmed").column("score").to_pylist()
@@ -406,8 +406,9 @@ def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
     entities = read(tmp_path / "out", "entities", "sample-pubmed").to_pylist()
     ltbi = {(e["type"], e["concept_id"]) for e in entities if e["text"] == "LTBI"}  # "latent TB infection (LTBI)" (issue 24)
     assert len(ltbi) == 1 and next(iter(ltbi))[0] == "Disease" and not {"TTT", "FBP"} & {e["text"] for e in entities}
-    ids = [e["concept_id"] for e in entities if e["concept_id"]]  # MeSH ids (the default's types)
-    assert next(iter(ltbi))[1] and len(ids) > len(entities) / 2 and all(re.fullmatch(r"MESH:[CD]\d+|OMIM:\d+", i) for i in ids), entities
+    ids = [e["concept_id"] for e in entities if e["concept_id"]]  # the six types' namespaces
+    curie = r"MESH:[CD]\d+|OMIM:\d+|NCBIGene:\d+|NCBITaxon:\d+|CVCL_\w{4}|dbSNP:rs\d+|tmVar:.+"
+    assert next(iter(ltbi))[1] and len(ids) > len(entities) / 2 and all(re.fullmatch(curie, i) for i in ids), entities
     rejects = read(tmp_path / "out", "rejects", "sample-pubmed").to_pylist()
     unparsed = {r["record"].split(": ")[0] for r in rejects if r["stage"] == "parse"}  # "<sentence key>: <span>"
     assert len(unparsed) < 0.05 * summary["sentences"], rejects
@@ -418,19 +419,16 @@ def test_readme_first_command_tags_the_sample_quietly(tmp_path, bulkner_cache):
 @requires_vllm
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_the_six_type_candidate_tags_genes_species_and_variants_in_a_gene_centred_file(tmp_path, bulkner_cache):
+def test_the_default_tags_genes_species_and_variants_in_a_gene_centred_file(tmp_path, bulkner_cache):
     """Three real gene-centred citations (BRCA1/BRCA2 in cancer cell lines, FBN1 and MLH1/MSH2
-    mutations, from pubmedsample18n0001): the six-type candidate (``models/``; issue 23) finds
-    Gene, Species and Variant mentions besides Disease."""
+    mutations, from pubmedsample18n0001): the default (six types; issue 23) finds Gene, Species
+    and Variant mentions besides Disease."""
     import subprocess
     import sys
 
     data = Path(__file__).resolve().parent / "data" / "pubmed" / "gene-centred.xml"
     bulkner = Path(sys.executable).with_name("bulkner")
-    models = Path(__file__).resolve().parents[1] / "models"
-    done = subprocess.run([str(bulkner), "run", str(data), "--out", str(tmp_path / "out"), "--types", "Gene,Chemical,Disease,Species,Variant,CellLine",
-                           "--adapter", str(models / "six-types-tagger"), "--selector", str(models / "six-types-selector")],
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run([str(bulkner), "run", str(data), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     entities = read(tmp_path / "out", "entities", "gene-centred").to_pylist()
     found = {e["type"] for e in entities}

@@ -72,7 +72,7 @@ def make_shards(folder: Path) -> list[str]:
 
 
 def run_args(shards: list[str], out: Path, model: Path) -> list[str]:
-    return [*cli(), "run", *shards, "--out", str(out), "--model", str(model), "--engine", "transformers",
+    return [*cli(), "run", *shards, "--out", str(out), "--model", str(model), "--types", "Chemical,Disease", "--engine", "transformers",
             "--max-model-len", "1024"]
 
 

@@ -64,7 +64,7 @@ def test_ray_run_with_model_on_cpu(tmp_path, ray_local, tiny_model_dir):
     from bulkner.runner.ray import run
 
     engine = EngineConfig(name="transformers", model=tiny_model_dir, max_model_len=1024)  # no GPU here: CPU replicas
-    summary = run([sample_input()], RunConfig(out=str(tmp_path), engine=engine), ray_config=RayConfig(replicas=1),
+    summary = run([sample_input()], RunConfig(out=str(tmp_path), types=("Chemical", "Disease"), engine=engine), ray_config=RayConfig(replicas=1),
                   progress=False)
     assert summary.count("done") == 1, summary.shards
     assert summary.total("prompts") == summary.total("sentences") > 0

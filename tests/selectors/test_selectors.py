@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bulkner.config import DEFAULT_TYPES
 from bulkner.checkpoints import default_selector
 from bulkner.selectors import choose_selector, open_selector, read_meta
 from bulkner.selectors.span import SpanSelector
@@ -45,10 +46,11 @@ def test_default_encoder_dir_names_the_package(monkeypatch):
 
 def test_which_selector_the_cli_uses():
     shipped = default_selector()
-    assert read_meta(shipped)["types"] == ["Chemical", "Disease"]
+    assert read_meta(shipped)["types"] == sorted(DEFAULT_TYPES)
+    assert choose_selector(None, True, True, list(DEFAULT_TYPES)) == shipped
     assert choose_selector(None, True, True, ["Chemical", "Disease"]) == shipped
     assert choose_selector(None, True, True, ["Disease"]) == shipped
-    assert choose_selector(None, True, True, ["Chemical", "Gene"]) is None  # a type it never saw: off
+    assert choose_selector(None, True, True, ["Chemical", "DNA"]) is None  # a type it never saw: off
     assert choose_selector(None, True, False, ["Chemical"]) is None  # another generator: off
     assert choose_selector(None, False, True, ["Chemical"]) is None  # --no-selector
     assert choose_selector("my/sel", True, False, ["Gene"]) == "my/sel"  # --selector DIR: as given
