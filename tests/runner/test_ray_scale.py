@@ -55,7 +55,7 @@ def test_replicas_killed_at_random_points_lose_nothing(tmp_path, ray_local, tiny
     options = RayConfig(replicas=2, max_attempts=3, max_restarts=3)
 
     def job(out: Path):
-        return run(shards, RunConfig(out=str(out), types=("Chemical", "Disease"), engine=engine), ray_config=options, progress=False)
+        return run(shards, RunConfig(out=str(out), engine=engine), ray_config=options, progress=False)
 
     started = time.monotonic()
     clean = job(tmp_path / "clean")
