@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import Iterator, NamedTuple, Sequence
 
+from bulkner.linking import by_document
 from bulkner.schema import Entity, Sentence
 
 VERSION = "1"
@@ -156,20 +157,12 @@ def harmonize(sentences: Sequence[Sentence], entities: Sequence[Entity]) -> tupl
 def harmonize_documents(sentences: Sequence[Sentence], entities: Sequence[Entity]) -> tuple[list[Entity], Counter]:
     """:func:`harmonize` over each document of ``sentences`` in turn (a batch of whole documents);
     the entities in document order and the counts summed."""
-    by_doc: dict[str, list[Entity]] = defaultdict(list)
-    for e in entities:
-        by_doc[e.sentence.doc_id].append(e)
-    sentences_of: dict[str, list[Sentence]] = defaultdict(list)
-    for s in sentences:
-        sentences_of[s.doc_id].append(s)
     result: list[Entity] = []
     counts: Counter = Counter()
-    for doc_id, own in sentences_of.items():
-        kept, found = harmonize(own, by_doc.pop(doc_id, []))
+    for own, found in by_document(sentences, entities):
+        kept, changed = harmonize(own, found)
         result += kept
-        counts += found
-    if by_doc:
-        raise ValueError(f"entities of documents without sentences: {sorted(by_doc)[:3]}")
+        counts += changed
     return result, counts
 
 

@@ -253,16 +253,11 @@ class Tagger:
     def _propagate(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
         """``entities`` and the proposals of :func:`bulkner.linking.names.propose` the selector keeps,
         each document's in reading order."""
+        from bulkner.linking import by_document
         from bulkner.linking.names import propose, resolve
         from bulkner.selectors import Candidate
 
-        by_doc: dict[str, list[Entity]] = {}
-        for e in entities:
-            by_doc.setdefault(e.sentence.doc_id, []).append(e)
-        of_doc: dict[str, list[Sentence]] = {}
-        for s in sentences:
-            of_doc.setdefault(s.doc_id, []).append(s)
-        proposed = [p for doc_id, own in of_doc.items() for p in propose(own, by_doc.get(doc_id, []))]
+        proposed = [p for own, found in by_document(sentences, entities) for p in propose(own, found)]
         texts = list(dict.fromkeys(p.sentence.text for p in proposed))
         owner = {text: k for k, text in enumerate(texts)}
         started = time.perf_counter()
@@ -273,10 +268,8 @@ class Tagger:
         stats.names["proposed"] += len(proposed)
         stats.names["kept"] += len(kept)
         stats.entities += Counter(e.type for e in kept)
-        for e in kept:
-            by_doc.setdefault(e.sentence.doc_id, []).append(e)
-        order = lambda e: (e.sentence.passage_index, e.start, e.end, e.type)  # noqa: E731
-        return [e for doc_id in dict.fromkeys([s.doc_id for s in sentences] + list(by_doc)) for e in sorted(by_doc.get(doc_id, []), key=order)]
+        return [e for _, found in by_document(sentences, [*entities, *kept])
+                for e in sorted(found, key=lambda e: (e.sentence.passage_index, e.start, e.end, e.type))]
 
     def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
         stats.prompts += 1
