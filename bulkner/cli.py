@@ -201,9 +201,10 @@ NAMES_HELP = ("Document pass: a name tagged in one place of a document is propos
               "there; the span selector keeps those it scores at its keep threshold (no selector: off).")
 LINK_HELP = "Give every entity a concept id (MeSH, NCBI Gene, NCBI Taxonomy, dbSNP, Cellosaurus) or none, from the knowledge base."
 KB_HELP = "Knowledge-base directory (bulkner kb build); default: the one built from the installed tables, cached on first use."
-GENERATE_HELP = ("Which sentences the LLM reads: all; uncertain (the span selector's classifier reads every sentence "
-                 "first, the LLM only those with a span inside the selector's calibrated uncertainty band); auto: uncertain "
-                 "where the selector has a calibrated band, else all.")
+GENERATE_HELP = ("What the LLM reads: all (every sentence); uncertain (the span selector's classifier reads every sentence "
+                 "first, the LLM only those with a span inside the selector's calibrated uncertainty band); window (as uncertain, "
+                 "and the LLM writes only the stretch of such a sentence that holds those spans); auto: window where the "
+                 "selector has a calibrated band and the model answers in brackets, uncertain where it has a band only, else all.")
 CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
                   "format (brackets), so every answer parses and maps back. Not with --speculative-ngram.")
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."

@@ -123,9 +123,11 @@ class InputConfig:
 
 
 GENERATE = {
-    "auto": "uncertain where the selector has a calibrated cascade band, else all",
+    "auto": "window where the selector has a calibrated cascade band and the model answers in brackets; "
+            "uncertain where it has a band only; else all",
     "all": "the generator reads every sentence (then the selector, if any, checks its spans)",
     "uncertain": "the span classifier reads every sentence; the generator only those it is unsure of",
+    "window": "as uncertain, and the generator writes only the stretch of each such sentence that holds its uncertain spans",
 }
 """The values of ``--generate``."""
 
@@ -134,19 +136,25 @@ def check_generate(generate: str, selector: str | None) -> None:
     """ValueError unless ``generate`` is a ``GENERATE`` mode that the selector (or its absence) allows."""
     if generate not in GENERATE:
         raise ValueError(f"generate must be one of {', '.join(GENERATE)}, got {generate!r}")
-    if generate == "uncertain" and selector is None:
-        raise ValueError("--generate uncertain needs the span selector (it decides which sentences to generate)")
+    if generate in ("uncertain", "window") and selector is None:
+        raise ValueError(f"--generate {generate} needs the span selector (it decides which sentences to generate)")
 
 
-def generation_mode(generate: str, selector: str | None) -> str:
-    """``all`` or ``uncertain``: what ``generate`` (a ``GENERATE`` mode) means with this selector."""
+def generation_mode(generate: str, selector: str | None, answer_format: str | None = None) -> str:
+    """``all``, ``uncertain`` or ``window``: what ``generate`` (a ``GENERATE`` mode) means with this
+    selector and the model's answer format: ``auto`` is ``window`` where the selector has a
+    calibrated cascade band and the format can resume an answer (``brackets``), ``uncertain``
+    where it has a band only, else ``all``."""
     if generate != "auto":
         return generate
     if selector is None:
         return "all"
     from bulkner.selectors import read_meta
+    from bulkner.tagging import answer_format as format_named
 
-    return "uncertain" if read_meta(selector).get("cascade") else "all"
+    if not read_meta(selector).get("cascade"):
+        return "all"
+    return "window" if answer_format is not None and format_named(answer_format).resume is not None else "uncertain"
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,9 @@ class RunConfig:
     generate: str = "auto"
     """Which sentences the generator reads (``GENERATE``): ``uncertain`` runs the span selector's
     classifier over every sentence first and generates only where one of its spans falls inside
-    the selector's calibrated uncertainty band; ``auto`` does so where the selector has one."""
+    the selector's calibrated uncertainty band; ``window`` does so too and the generator writes
+    only the stretch of such a sentence that holds those spans; ``auto`` is ``window`` where the
+    selector has a band and the model answers in ``brackets``, ``uncertain`` where it has a band only."""
 
     def __post_init__(self) -> None:
         if not self.types:

@@ -39,11 +39,11 @@ def _selector(config: RunConfig) -> str:
     return open_selector(config.selector, config.selector_threshold).fingerprint()
 
 
-def _band(config: RunConfig) -> dict:
+def _band(config: RunConfig, mode: str) -> dict:
     """The cascade's mode and the selector's calibrated band it uses."""
     from bulkner.selectors import open_selector
 
-    return {"mode": "uncertain", "band": open_selector(config.selector).band}
+    return {"mode": mode, "band": open_selector(config.selector).band}
 
 
 def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool = True) -> dict:
@@ -56,6 +56,8 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
         "max_sentence_chars": config.max_sentence_chars,
     }
     if with_model:
+        fmt = engine.answer_format or trained_format(engine.model, engine.adapter)
+        mode = generation_mode(config.generate, config.selector, fmt)
         parts |= {
             "model": _artifact(engine.model),
             "adapter": _artifact(engine.adapter),
@@ -64,11 +66,11 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype}
                         | ({"constrained": True} if engine.constrain else {}),  # runs from before it keep their hash
             "parser": tagging.VERSION,
-            "answer_format": tagging.answer_format(engine.answer_format or trained_format(engine.model, engine.adapter)).id,
+            "answer_format": tagging.answer_format(fmt).id,
             "selector": _selector(config),
         } | ({"abbreviations": abbreviations.VERSION} if config.abbreviations else {}) \
           | ({"names": names.VERSION} if config.names and config.selector is not None else {}) \
-          | ({"generate": _band(config)} if generation_mode(config.generate, config.selector) != "all" else {}) \
+          | ({"generate": _band(config, mode)} if mode != "all" else {}) \
           | ({"linking": Linker(config.kb).fingerprint()} if config.link else {})  # runs from before these keep their hash
     parts["hash"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts

@@ -122,7 +122,8 @@ class Entity:
 ORIGINS = {
     "generator": "the generator's span (kept by the selector, when one runs)",
     "selector": "added by the span selector in a sentence the generator read",
-    "classifier": "the span classifier's alone, in a sentence it decided without the generator (--generate uncertain)",
+    "classifier": "the span classifier's alone: in a sentence it decided without the generator, or outside the stretch "
+                  "of a sentence the generator wrote (--generate uncertain, window)",
     "abbreviation": "a short form the document pass tagged like its long form",
     "propagated": "another occurrence of a name the document tags elsewhere, kept by the span selector",
 }

@@ -5,7 +5,7 @@
 #   bash scripts/six_types.sh tagger [--resume]    # LoRA stage: INIT (default: the shipped adapter), OUT, STEPS, LR, SEED (hours)
 #   bash scripts/six_types.sh selector             # span selector on the same sources (about an hour)
 #   bash scripts/six_types.sh calibrate ADAPTER    # the selector's thresholds on ADAPTER's spans (minutes)
-#   bash scripts/six_types.sh eval ADAPTER SELECTOR NAME [biored bc5cdr ncbi s800 tmvar3]
+#   bash scripts/six_types.sh eval ADAPTER SELECTOR NAME [biored bc5cdr ncbi s800 tmvar3]   # EVAL_ARGS: more bulkner eval options
 #
 # Everything is written under runs/ (not in git). A training run owns both cores: run one at a time.
 set -euo pipefail
@@ -77,7 +77,7 @@ case "${1:-}" in
       esac
       mkdir -p runs/six/eval
       $B eval --gold "$gold" --format $fmt --types $types --adapter "$adapter" --selector "$selector" \
-        --json runs/six/eval/$name-$set.json --predictions runs/six/eval/$name-$set.jsonl
+        --json runs/six/eval/$name-$set.json --predictions runs/six/eval/$name-$set.jsonl ${EVAL_ARGS:-}
     done
     ;;
   *) sed -n '2,9p' "$0"; exit 2 ;;

@@ -49,8 +49,9 @@ def test_the_answer_format_is_part_of_the_fingerprint_and_comes_from_the_adapter
 
 
 def test_the_cascade_band_and_the_knowledge_base_are_part_of_the_fingerprint(tmp_path):
-    """``--generate auto`` means uncertain with a selector that has a calibrated band (its band
-    enters the fingerprint), all without one; linking adds the KB's identity."""
+    """``--generate auto`` means window with a selector that has a calibrated band and a model
+    that answers in brackets, uncertain with a band only (its band enters the fingerprint), all
+    without one; linking adds the KB's identity."""
     import json
     import shutil
 
@@ -64,9 +65,15 @@ def test_the_cascade_band_and_the_knowledge_base_are_part_of_the_fingerprint(tmp
         meta.pop("cascade", None)
         (path / "selector.json").write_text(json.dumps(meta | ({"cascade": band} if band else {})))
     assert generation_mode("auto", str(banded)) == "uncertain" and generation_mode("auto", str(plain)) == "all"
+    assert generation_mode("auto", str(banded), "brackets") == "window" and generation_mode("auto", str(banded), "blocks") == "uncertain"
     assert generation_mode("auto", None) == "all" and generation_mode("all", str(banded)) == "all"
     types = resolve_types(["Chemical", "Disease"])
     parts = {name: fingerprint(RunConfig(out="x", selector=str(path), link=False), types) for name, path in (("banded", banded), ("plain", plain))}
-    assert parts["banded"]["generate"] == {"mode": "uncertain", "band": (0.2, 0.7)} and "generate" not in parts["plain"]
+    assert parts["banded"]["generate"] == {"mode": "uncertain", "band": (0.2, 0.7)} and "generate" not in parts["plain"]  # the base model: blocks
+    from bulkner.checkpoints import default_adapter
+    from bulkner.config import EngineConfig
+
+    shipped = fingerprint(RunConfig(out="x", selector=str(banded), link=False, engine=EngineConfig(adapter=default_adapter())), types)
+    assert shipped["generate"] == {"mode": "window", "band": (0.2, 0.7)}  # the shipped tagger answers in brackets
     linked = fingerprint(RunConfig(out="x", selector=str(plain)), types)
     assert linked["linking"]["kb"]["name"] == "bulkner-kb" and "linking" not in parts["plain"]

@@ -17,6 +17,12 @@ class Prompt:
     max_tokens: int
     constraint: Constraint | None = None
     """When set, the engine may only write answers of this grammar (constrained decoding)."""
+    answer_prefix: str = ""
+    """The head of the answer, already written: ``token_ids`` end with it and the engine continues
+    it (``--generate window``; the caller parses ``answer_prefix`` + the generation)."""
+    stop: str | None = None
+    """Text that ends the answer where the engine would write it; the engine stops after writing it
+    (or goes on, where it cannot stop on text), and the caller cuts the answer there (``Tagger``)."""
 
 
 @dataclass(frozen=True)

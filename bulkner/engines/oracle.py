@@ -34,7 +34,10 @@ class OraclePrompts:
         self.answer = answer_format(fmt)
         self.max_model_len = 0
 
-    def build(self, sentence: Sentence) -> Prompt:
+    def build(self, sentence: Sentence, window=None) -> Prompt:
+        """The sentence's prompt; the oracle answers whole sentences (no ``--generate window``)."""
+        if window is not None:
+            raise ValueError("the oracle answers whole sentences: no --generate window")
         return Prompt(id=sentence.key, token_ids=(), max_tokens=0)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from bulkner.engines.base import Constraint, Prompt
-from bulkner.schema import Sentence
+from bulkner.schema import Sentence, Span
+from bulkner.selectors import Window
 from bulkner.tagging import DEFAULT_FORMAT, AnswerFormat, answer_format
 from bulkner.types import EntityType
 
@@ -79,12 +80,25 @@ class PromptBuilder:
         """Answer budget for a sentence of ``sentence_tokens`` tokens."""
         return self.answer.max_tokens(sentence_tokens, len(self.types))
 
-    def build(self, sentence: Sentence) -> Prompt | None:
-        """The prompt for ``sentence``, or None when prompt plus answer exceed ``max_model_len``."""
+    def build(self, sentence: Sentence, window: Window | None = None) -> Prompt | None:
+        """The prompt for ``sentence``, or None when prompt plus answer exceed ``max_model_len``.
+        With a ``window`` (``--generate window``) the prompt ends with the answer's head up to the
+        window and carries the stop text after it (``AnswerFormat.resume``); constrained, it carries
+        no stop text: the constraint covers the window's text only, and ends the answer there."""
+        text, head, stop = sentence.text, "", None
+        if window is not None and (window.start > 0 or window.end < len(text)):
+            if self.answer.resume is None:
+                raise ValueError(f"--generate window needs an answer format that copies the sentence once (brackets); the model answers in {self.answer.name!r}")
+            spans = [Span(s, e, t) for s, e, t in window.outside]
+            head, stop = self.answer.resume(text, spans, window.start, window.end, [t.name for t in self.types])
+            text = text[window.start : window.end]
+            stop = None if self.constrain else stop  # the constraint ends the answer at the window's end
         tail_ids = self.tokenizer.encode(sentence.text + self.tail, add_special_tokens=False)
-        ids = self.prefix_ids + tuple(tail_ids)
         budget = self.max_tokens(max(1, len(tail_ids) - self.tail_tokens))
+        if head:
+            tail_ids = self.tokenizer.encode(sentence.text + self.tail + head, add_special_tokens=False)
+        ids = self.prefix_ids + tuple(tail_ids)
         if len(ids) + budget > self.max_model_len:
             return None
-        constraint = Constraint(self.answer.name, sentence.text, tuple(t.name for t in self.types)) if self.constrain else None
-        return Prompt(id=sentence.key, token_ids=ids, max_tokens=budget, constraint=constraint)
+        constraint = Constraint(self.answer.name, text, tuple(t.name for t in self.types)) if self.constrain else None
+        return Prompt(id=sentence.key, token_ids=ids, max_tokens=budget, constraint=constraint, answer_prefix=head, stop=stop)

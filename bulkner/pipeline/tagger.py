@@ -17,6 +17,7 @@ from bulkner.config import EngineConfig, generation_mode
 from bulkner.engines.base import Engine, Generation, Prompt, join_by_id
 from bulkner.pipeline.prompt import PromptBuilder
 from bulkner.schema import Document, Entity, Reject, Sentence
+from bulkner.tagging.format import NO_ENTITIES
 from bulkner.pipeline.sentences import split_sentences
 from bulkner.types import EntityType
 
@@ -115,7 +116,24 @@ class Batch:
     """The cascade: sentences decided without the generator."""
     probs: list | None = None
     """The cascade: the span scores of ``sentences`` (the selector does not compute them again)."""
+    windows: list | None = None
+    """``--generate window``: the ``Window`` of each of ``sentences`` the generator writes."""
     triage_seconds: float = 0.0
+
+    def join(self, other: Batch) -> Batch:
+        """This batch with ``other``'s sentences after its own (both prepared, not yet generated)."""
+        self.size += other.size
+        self.sentences += other.sentences
+        self.prompts += other.prompts
+        self.rejects += other.rejects
+        self.classified += other.classified
+        self.skipped += other.skipped
+        self.triage_seconds += other.triage_seconds
+        if self.probs is not None:
+            self.probs += other.probs
+        if self.windows is not None:
+            self.windows += other.windows
+        return self
 
 
 class Tagger:
@@ -124,7 +142,8 @@ class Tagger:
     ``finish`` (parse, align back to passages, select; CPU). ``tag`` runs them one after another."""
 
     def __init__(self, engine: Engine, builder: PromptBuilder, batch_sentences: int, selector=None,
-                 abbreviations: bool = False, cascade: bool = False, linker=None, names: bool = False) -> None:
+                 abbreviations: bool = False, cascade: bool = False, linker=None, names: bool = False,
+                 window: bool = False) -> None:
         self.engine = engine
         self.builder = builder
         self.types = {t.name: t for t in builder.types}
@@ -143,9 +162,15 @@ class Tagger:
         self.linker = linker
         """A ``bulkner.linking.link.Linker`` that gives each entity its concept id in the document
         pass, or None."""
-        self.cascade = cascade
+        self.cascade = cascade or window
         """``--generate uncertain``: the span classifier reads every sentence first and the
         generator only those with a span inside the selector's uncertainty band."""
+        if window and builder.answer.resume is None:
+            raise ValueError(f"--generate window needs an answer format that copies the sentence once (brackets); "
+                             f"the model answers in {builder.answer.name!r}")
+        self.window = window
+        """``--generate window``: the cascade, and the generator writes only the stretch of each
+        sentence that holds its uncertain spans (the answer's head before it is written for it)."""
         self.dropped: list[Entity] | None = None
         """When a list, the spans the selector drops are appended to it, with their scores (evaluation)."""
         self.added: list[Entity] | None = None
@@ -169,17 +194,36 @@ class Tagger:
         return entities, rejects
 
     def batches(self, sentences: Iterable[Sentence]) -> Iterator[Batch]:
-        """``prepare`` over consecutive batches of ``batch_sentences`` sentences."""
-        for batch in batched(sentences, self.batch_sentences):
-            yield self.prepare(batch)
+        """``prepare`` over consecutive batches of ``batch_sentences`` sentences. With the cascade,
+        those batches are gathered until they hold ``batch_sentences`` prompts (the last one
+        fewer): the engine gets calls as full as without it, and fewer of them end on a tail of a
+        few long answers."""
+        gathered: Batch | None = None
+        for part in batched(sentences, self.batch_sentences):
+            batch = self.prepare(part)
+            if not self.cascade:
+                yield batch
+                continue
+            gathered = batch if gathered is None else gathered.join(batch)
+            if len(gathered.prompts) >= self.batch_sentences:
+                yield gathered
+                gathered = None
+        if gathered is not None:
+            yield gathered
 
     def prepare(self, sentences: Sequence[Sentence]) -> Batch:
         """Build each sentence's prompt; one too long for the model is a reject (``sentence_too_long``).
         With the cascade, the sentences the classifier decides alone get its entities, no prompt."""
         batch = Batch(len(sentences))
         pending = self._triage(sentences, batch) if self.cascade else [(s, None) for s in sentences]
-        for sentence, probs in pending:
-            prompt = self.builder.build(sentence)
+        windows = [None] * len(pending)
+        if self.window:
+            started = time.perf_counter()
+            windows = self.selector.windows([s.text for s, _ in pending], [p for _, p in pending], self.type_names) if pending else []
+            batch.triage_seconds += time.perf_counter() - started
+            batch.windows = []
+        for (sentence, probs), window in zip(pending, windows, strict=True):
+            prompt = self.builder.build(sentence) if window is None else self.builder.build(sentence, window)
             if prompt is None:
                 detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
                 batch.rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))
@@ -188,6 +232,8 @@ class Tagger:
             batch.sentences.append(sentence)
             if batch.probs is not None:
                 batch.probs.append(probs)
+            if batch.windows is not None:
+                batch.windows.append(window)
         return batch
 
     def _triage(self, sentences: Sequence[Sentence], batch: Batch) -> list[tuple[Sentence, object]]:
@@ -217,9 +263,13 @@ class Tagger:
     def finish(self, batch: Batch, stats: TagStats) -> Batch:
         """Parse each generation into spans of its sentence, then score and filter them (selector)."""
         found: list[Entity] = []
-        for sentence, generation in zip(batch.sentences, batch.generations, strict=True):
-            self._collect(sentence, generation, stats, found, batch.rejects)
-        batch.entities = self._select(found, batch.sentences, stats, batch.probs) + batch.classified
+        windows = batch.windows or [None] * len(batch.sentences)
+        for sentence, prompt, generation, window in zip(batch.sentences, batch.prompts, batch.generations, windows, strict=True):
+            self._collect(sentence, prompt, generation, stats, found, batch.rejects, window)
+        kept = self._select(found, batch.sentences, stats, batch.probs)
+        if batch.windows is not None:
+            kept = outside_windows(kept, dict(zip(map(id, batch.sentences), windows)))
+        batch.entities = kept + batch.classified
         stats.classified += batch.skipped
         stats.selector_seconds += batch.triage_seconds
         for e in batch.classified:
@@ -271,16 +321,28 @@ class Tagger:
         return [e for _, found in by_document(sentences, [*entities, *kept])
                 for e in sorted(found, key=lambda e: (e.sentence.passage_index, e.start, e.end, e.type))]
 
-    def _collect(self, sentence: Sentence, gen: Generation, stats: TagStats, entities: list, rejects: list) -> None:
+    def _collect(self, sentence: Sentence, prompt: Prompt, gen: Generation, stats: TagStats, entities: list, rejects: list,
+                 window=None) -> None:
+        """Parse one answer into ``entities`` (and ``rejects``). With a window, the answer is the
+        prompt's head and the generation up to its stop text (``None`` there: nothing in the
+        window), and the head's spans are left out (the classifier's, not the generator's)."""
         stats.prompts += 1
         stats.prompt_tokens += gen.prompt_tokens
         stats.output_tokens += gen.output_tokens
         if not gen.finished:
             stats.unfinished += 1
-        result = self.builder.answer.parse(gen.text, sentence.text, self.type_names)
+        text = gen.text
+        if prompt.stop:  # the stop text itself is left out; an engine that cannot stop on text wrote past it
+            text = self.builder.answer.until_stop(text, prompt.stop)
+        if prompt.answer_prefix and text.strip() == NO_ENTITIES:
+            text = ""
+        result = self.builder.answer.parse(prompt.answer_prefix + text, sentence.text, self.type_names)
         for reject in result.rejects:
             rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
+        head = window.start if window is not None and prompt.answer_prefix else 0
         for span in result.spans:
+            if head and span.end <= head:
+                continue
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
 
     def _select(self, found: list[Entity], sentences: Sequence[Sentence], stats: TagStats, probs=None) -> list[Entity]:
@@ -311,6 +373,20 @@ class Tagger:
         for e in kept:
             stats.entities[e.type] += 1
         return kept
+
+
+def outside_windows(entities: list[Entity], windows: dict) -> list[Entity]:
+    """``entities`` with the selector's spans outside their sentence's window (``windows`` by
+    sentence ``id``) marked ``classifier``: there the classifier decided alone."""
+    out = []
+    for e in entities:
+        window = windows.get(id(e.sentence))
+        if window is not None and e.origin == "selector":
+            start, end = e.start - e.sentence.start, e.end - e.sentence.start
+            if end <= window.start or start >= window.end:
+                e = replace(e, origin="classifier")
+        out.append(e)
+    return out
 
 
 def build_tagger(
@@ -347,5 +423,6 @@ def build_tagger(
 
         linker = Linker(kb)
         linker.setup()
-    cascade = generation_mode(generate, selector) == "uncertain"
-    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=cascade, linker=linker, names=names)
+    mode = generation_mode(generate, selector, fmt)
+    return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=mode == "uncertain",
+                  linker=linker, names=names, window=mode == "window")

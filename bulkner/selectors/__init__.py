@@ -43,6 +43,19 @@ Added = tuple[int, int, int, str, float]
 """A span a selector adds: ``(sentence index, start, end, type name, probability)``."""
 
 
+@dataclass(frozen=True)
+class Window:
+    """The stretch ``[start, end)`` of a sentence the generator writes (``--generate window``): it
+    holds every span the classifier is unsure of; ``start`` is 0 or a whitespace character and
+    ``end`` the sentence's end or a whitespace character. ``outside``: the classifier's own spans
+    ``(start, end, type name)`` outside it, those before it written into the answer's head for the
+    generator to continue."""
+
+    start: int
+    end: int
+    outside: tuple[tuple[int, int, str], ...] = ()
+
+
 class Selector(Protocol):
     """What the tagger calls; ``setup`` loads the model (once per worker), ``close`` releases it."""
 
@@ -54,6 +67,11 @@ class Selector(Protocol):
     def triage(self, sentences: Sequence[str], types: Sequence[str]) -> tuple[list[Any], list[list[Added] | None]]:
         """The cascade: each sentence's span scores, and the spans of the sentences it decides
         without the generator (None for those the generator must read)."""
+        ...
+
+    def windows(self, sentences: Sequence[str], probs: Sequence[Any], types: Sequence[str]) -> list[Window]:
+        """The cascade with windows: for sentences ``triage`` left to the generator (their scores
+        ``probs``), the stretch of each that the generator must write."""
         ...
 
     def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from bulkner.selectors import META_FILE, SELECTOR_VERSION, Added, Candidate, read_meta
+from bulkner.selectors import META_FILE, SELECTOR_VERSION, Added, Candidate, Window, read_meta
 from bulkner.selectors.encoder import autocast, collate, load_encoder, pick_device
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,33 @@ MAX_WIDTH = 24
 WIDTH_DIM = 32
 HIDDEN = 256
 
-Probs = dict[tuple[int, int], list[float]]
-"""``(start, end)`` char span of a sentence -> ``[p_none, p_type1, ...]``."""
+NEGLIGIBLE = 1e-4
+"""A scorable span whose every type probability is under this reads as certainly none (``Probs``):
+every calibrated threshold, band edge and repair floor (``selectors.train`` grids) is above it."""
+
+
+class Probs(dict):
+    """``(start, end)`` char span of a sentence -> ``[p_none, p_type1, ...]``, for its scorable
+    spans. Iterating gives the spans with a type probability of at least ``NEGLIGIBLE`` (about 4%
+    of them in PubMed text, so the decisions that look through every span look through few); the
+    others (``rest``) are still scorable and read ``[1.0, 0.0, ...]``. ``reach``: the end of the
+    last word the encoder scored."""
+
+    def __init__(self, rows=(), rest: frozenset = frozenset(), types: int = 0, reach: int = 0) -> None:
+        super().__init__(rows)
+        self.rest, self.reach = rest, reach
+        self.none_row = [1.0] + [0.0] * types
+
+    def __missing__(self, key: tuple[int, int]) -> list[float]:
+        if key in self.rest:
+            return self.none_row
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.rest
+
+    def get(self, key: tuple[int, int], default=None):
+        return self[key] if key in self else default
 
 
 def word_tokens(text: str) -> list[tuple[int, int]]:
@@ -106,7 +131,7 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
     import torch
 
     order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
-    out: list[Probs] = [{} for _ in texts]
+    out: list[Probs] = [Probs() for _ in texts]
     model.eval()
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
@@ -117,11 +142,16 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
                 continue
             with autocast(device, bf16=True):
                 logits = model(collate(tokenizer, rows, device), torch.from_numpy(index).to(device))
-            probs = torch.softmax(logits.float(), -1).tolist()
+            probs = torch.softmax(logits.float(), -1).cpu()
+            worth = (probs[:, 1:] >= NEGLIGIBLE).any(-1).numpy()
             at = 0
             for r, found in enumerate(spans):
-                out[chunk[r]] = dict(zip(zip(found[:, 2].tolist(), found[:, 3].tolist()), probs[at : at + len(found)]))
-                at += len(found)
+                mine, n = worth[at : at + len(found)], len(found)
+                keys = zip(found[mine, 2].tolist(), found[mine, 3].tolist())
+                rest = frozenset(zip(found[~mine, 2].tolist(), found[~mine, 3].tolist()))
+                reach = int(found[:, 3].max()) if n else 0
+                out[chunk[r]] = Probs(zip(keys, probs[at : at + n][torch.from_numpy(mine)].tolist()), rest, probs.shape[1] - 1, reach)
+                at += n
     return out
 
 
@@ -168,10 +198,11 @@ def repaired(probs: Probs, start: int, end: int, t: int, p: float, repair: Repai
     return best[1] if best[0] >= bar and best[1] != (start, end) else None
 
 
-def scored_whole(text: str, probs: Probs) -> bool:
+def scored_whole(text: str, probs: Probs | dict) -> bool:
     """Whether the encoder scored spans up to ``text``'s last word (it cuts long sentences short)."""
     words = word_tokens(text)
-    return not words or any(end == words[-1][1] for _, end in probs)
+    reach = probs.reach if isinstance(probs, Probs) else max((end for _, end in probs), default=0)
+    return not words or reach == words[-1][1]
 
 
 Band = tuple[float, float]
@@ -190,6 +221,38 @@ def triage(text: str, probs: Probs, allowed: Sequence[int], band: Band) -> list[
     if any(low <= p[1 + t] < high for p in probs.values() for t in allowed):
         return None
     return decide(probs, [], allowed, 1.0, high)[2]
+
+
+def window(text: str, probs: Probs, allowed: Sequence[int], band: Band, names: Sequence[str], keep: float) -> Window:
+    """The stretch of ``text`` the generator must write (``--generate window``), for a sentence
+    :func:`triage` sends to it: from the first to the last span with a probability inside ``band``
+    for an ``allowed`` type, widened over every span that overlaps it with a probability of at least
+    ``keep`` (the selector's keep threshold: a span the generator may write and the selector keep
+    fits in the window whole) and out to whitespace (the answer's head ends where the source has a
+    space, so the generator starts on a whole word), until nothing more overlaps.
+    ``outside``: the classifier's own spans at ``high`` or more (as :func:`triage` takes them) outside
+    the window; there the classifier decides, as in a sentence it decides alone.
+    The whole sentence when the encoder cut it short or nothing is uncertain. ``names``: the
+    selector's types, by index."""
+    low, high = band
+    uncertain = [span for span, p in probs.items() if any(low <= p[1 + t] < high for t in allowed)]
+    if not uncertain or not scored_whole(text, probs):
+        return Window(0, len(text))
+    likely = [span for span, p in probs.items() if any(p[1 + t] >= keep for t in allowed)]
+    start, end = min(s for s, _ in uncertain), max(e for _, e in uncertain)
+    while True:
+        a = min([start, *(s for s, e in likely if s < end and start < e)])
+        b = max([end, *(e for s, e in likely if s < end and start < e)])
+        while a > 0 and not text[a - 1].isspace():
+            a -= 1
+        while b < len(text) and not text[b].isspace():
+            b += 1
+        if (a, b) == (start, end):
+            break
+        start, end = a, b
+    start = len(text[:start].rstrip())
+    outside = tuple(sorted((s, e, names[t]) for s, e, t, _ in decide(probs, [], allowed, 1.0, high)[2] if e <= start or s >= end))
+    return Window(start, end, outside)
 
 
 class SpanSelector:
@@ -258,6 +321,12 @@ class SpanSelector:
         decided = [triage(text, p, allowed, self.band) for text, p in zip(sentences, probs)]
         return probs, [None if spans is None else [(k, s, e, self.types[t], p) for s, e, t, p in spans]
                        for k, spans in enumerate(decided)]
+
+    def windows(self, sentences: Sequence[str], probs: Sequence[Probs], types: Sequence[str]) -> list[Window]:
+        """For sentences :meth:`triage` left to the generator (their span scores ``probs``), the
+        stretch of each that the generator writes (:func:`window`)."""
+        allowed = self.allowed(types)
+        return [window(text, p, allowed, self.band, self.types, self.threshold) for text, p in zip(sentences, probs, strict=True)]
 
     def allowed(self, types: Sequence[str]) -> list[int]:
         """Indices of the requested ``types`` this selector was trained on."""

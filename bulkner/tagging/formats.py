@@ -56,6 +56,12 @@ class AnswerFormat:
     grammar: Callable[[str, Sequence[str]], Any] | None = None
     """``grammar(sentence, types)``: the automaton of every answer the format allows for the
     sentence (constrained decoding, ``bulkner.kernels.constrain``); None where none is written."""
+    resume: Callable[[str, Iterable[Span], int, int, Sequence[str]], tuple[str, str | None]] | None = None
+    """``resume(sentence, spans, start, end, types)``: the answer's head up to ``start`` and the
+    stop text after ``end``, for a generator that writes only ``sentence[start:end]`` (``--generate
+    window``); None for formats that do not copy the sentence once."""
+    until_stop: Callable[[str, str | None], str] | None = None
+    """``until_stop(generated, stop)``: the part of a resumed answer that covers the window (with ``resume``)."""
 
     @property
     def id(self) -> str:
@@ -82,7 +88,8 @@ FORMATS: dict[str, AnswerFormat] = {
             "brackets", "1",
             "Copy the whole text once, writing every entity as [Type entity]: an opening bracket, the "
             "entity type, a space, the entity, a closing bracket. Write None if the text has no entity.\n",
-            "all", inline.render, inline.parse, copies_per_type=False, grammar=inline.Grammar),
+            "all", inline.render, inline.parse, copies_per_type=False, grammar=inline.Grammar, resume=inline.resume,
+            until_stop=inline.until_stop),
         AnswerFormat(
             "spans", "1",
             "List the entities in the order of the text, one per line: the entity type, a colon and a "

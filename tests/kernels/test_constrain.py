@@ -66,10 +66,31 @@ def follow(vocabulary: Vocabulary, sentence: str, ids: list[int], types=SIX) -> 
     ("ncbi_disease/NCBIdevelopset_corpus.txt", ["Disease"]),
 ])
 def test_every_gold_answer_is_allowed_token_by_token(tokenizer, vocabulary, corpus, types) -> None:
+    """Every gold answer but those with a mention that starts or ends inside a word (no bracket
+    goes between two letters or digits), which are few."""
     cases = gold_answers(NER / corpus, types, 12)
     assert len(cases) > 80 and any(answer != NO_ENTITIES for _, answer in cases)
+    inside = [(s, a) for s, a in cases if any(cuts_a_word(s, span) for span in parse(a, s, types).spans)]
+    assert len(inside) <= 0.03 * len(cases)  # BioRED dev: 6 of 2,907 mentions, 3 of the first 130 sentences (H3 in H3K36)
     for sentence, answer in cases:
-        follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False), types)
+        if (sentence, answer) not in inside:
+            follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False), types)
+    for sentence, answer in inside:
+        with pytest.raises(AssertionError):
+            follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False), types)
+
+
+def cuts_a_word(sentence: str, span: Span) -> bool:
+    """Whether ``span`` starts or ends between two letters or digits."""
+    return any(0 < at < len(sentence) and sentence[at - 1].isalnum() and sentence[at].isalnum() for at in (span.start, span.end))
+
+
+def test_no_bracket_goes_inside_a_word(vocabulary) -> None:
+    """A model pushed off its copy once wrote one bracket per character of "vincristine"."""
+    grammar = Grammar("toxic (vincristine-induced) neuropathy", SIX)
+    at = len(b"toxic (v")
+    assert not grammar.boundary[at] and grammar.boundary[len(b"toxic (")] and grammar.boundary[len(b"toxic (vincristine")]
+    assert all(b != ord("[") for b, _ in grammar.moves(("text", at, 0, False)))
 
 
 def test_nested_spans_escaped_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:

