@@ -49,9 +49,9 @@ class RecordingBuilder:
         self.builder, self.types, self.max_model_len, self.texts = builder, builder.types, builder.max_model_len, {}
         self.answer = builder.answer
 
-    def build(self, sentence):
+    def build(self, sentence, window=None):
         self.texts[sentence.key] = sentence.text
-        return self.builder.build(sentence)
+        return self.builder.build(sentence, window)
 
 
 class DeviceLikeEngine:

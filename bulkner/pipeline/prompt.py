@@ -87,8 +87,7 @@ class PromptBuilder:
         no stop text: the constraint covers the window's text only, and ends the answer there."""
         text, head, stop = sentence.text, "", None
         if window is not None and (window.start > 0 or window.end < len(text)):
-            if self.answer.resume is None:
-                raise ValueError(f"--generate window needs an answer format that copies the sentence once (brackets); the model answers in {self.answer.name!r}")
+            self.answer.require_resume()
             spans = [Span(s, e, t) for s, e, t in window.outside]
             head, stop = self.answer.resume(text, spans, window.start, window.end, [t.name for t in self.types])
             text = text[window.start : window.end]

@@ -165,9 +165,8 @@ class Tagger:
         self.cascade = cascade or window
         """``--generate uncertain``: the span classifier reads every sentence first and the
         generator only those with a span inside the selector's uncertainty band."""
-        if window and builder.answer.resume is None:
-            raise ValueError(f"--generate window needs an answer format that copies the sentence once (brackets); "
-                             f"the model answers in {builder.answer.name!r}")
+        if window:
+            builder.answer.require_resume()
         self.window = window
         """``--generate window``: the cascade, and the generator writes only the stretch of each
         sentence that holds its uncertain spans (the answer's head before it is written for it)."""
@@ -219,11 +218,11 @@ class Tagger:
         windows = [None] * len(pending)
         if self.window:
             started = time.perf_counter()
-            windows = self.selector.windows([s.text for s, _ in pending], [p for _, p in pending], self.type_names) if pending else []
+            windows = self.selector.windows([s.text for s, _ in pending], [p for _, p in pending], self.type_names)
             batch.triage_seconds += time.perf_counter() - started
             batch.windows = []
         for (sentence, probs), window in zip(pending, windows, strict=True):
-            prompt = self.builder.build(sentence) if window is None else self.builder.build(sentence, window)
+            prompt = self.builder.build(sentence, window)
             if prompt is None:
                 detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
                 batch.rejects.append(Reject("prompt", "sentence_too_long", sentence.key, detail))

@@ -21,13 +21,13 @@ classifier. Measurements: docs/selectors.md.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 from bulkner.selectors import META_FILE, SELECTOR_VERSION, Added, Candidate, Window, read_meta
 from bulkner.selectors.encoder import autocast, collate, load_encoder, pick_device
+from bulkner.tagging.format import WORD_RE
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Probs(dict):
 
 def word_tokens(text: str) -> list[tuple[int, int]]:
     """Words and single punctuation marks: a scorable span starts at one's start and ends at one's end."""
-    return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+    return [m.span() for m in WORD_RE.finditer(text)]
 
 
 def span_model(encoder: Any, n_types: int) -> Any:

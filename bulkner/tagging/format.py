@@ -48,6 +48,11 @@ _UNESCAPE_RE = re.compile(r"\\([\\\[\]nr])")
 _BAD_LABEL_CHARS = set(":：[]\\\n\r")
 
 
+WORD_RE = re.compile(r"\w+|[^\w\s]")
+"""Words and single punctuation marks: where a mention may start and end (the span selector scores
+the spans between them; a window's stop text must not start one)."""
+
+
 def escape(text: str) -> str:
     """Escape source text so it contains no bare ``[``, ``]`` or line break."""
     return text.translate(_ESCAPE_TABLE)

@@ -63,6 +63,12 @@ class AnswerFormat:
     until_stop: Callable[[str, str | None], str] | None = None
     """``until_stop(generated, stop)``: the part of a resumed answer that covers the window (with ``resume``)."""
 
+    def require_resume(self) -> None:
+        """``ValueError`` unless answers in this format can be resumed (``--generate window``)."""
+        if self.resume is None:
+            raise ValueError(f"--generate window needs an answer format that copies the sentence once (brackets); "
+                             f"the model answers in {self.name!r}")
+
     @property
     def id(self) -> str:
         """``name-version``, as the fingerprint records it."""

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, escape, resolve_crossing, writing_order
+from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, WORD_RE, escape, resolve_crossing, writing_order
 from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, label_index, no_answer, normalize_label, place_mentions
 
 
@@ -72,7 +72,7 @@ def resume(sentence: str, spans: Iterable[Span], start: int, end: int, types: Se
     head = render(sentence[:start], before, types) if before else escape(sentence[:start])
     plain, rest = sentence[start:end], sentence[end:]
     written = escape(plain)
-    opens = [m.start() for m in _WORD_START.finditer(plain)]
+    opens = [m.start() for m in WORD_RE.finditer(plain)]
     lead = len(rest) - len(rest.lstrip())
     limit = min((s.start - end for s in spans if s.start > end + lead), default=len(rest))
     for word in re.finditer(r"\S+", rest):
@@ -85,8 +85,6 @@ def resume(sentence: str, spans: Iterable[Span], start: int, end: int, types: Se
     return head, None
 
 
-_WORD_START = re.compile(r"\w+|[^\w\s]")
-"""Where an entity may start: a word or a punctuation mark (as the span selector's spans do)."""
 def until_stop(generated: str, stop: str | None) -> str:
     """The part of a resumed answer that covers its window: ``generated`` up to the first ``stop``
     (all of it when ``stop`` is None or absent). A bracket still open there holds an entity that
@@ -175,7 +173,7 @@ class Grammar:
     more than whitespace (the parser strips a mention's whitespace); it ends at the end of the copy
     with every bracket closed. The other answer is :data:`NO_ENTITIES`. This is what :func:`render`
     writes and :func:`scan` reads, but for brackets inside a run of letters and digits: a model
-    pushed off its copy wrote one bracket per character there (BioRED dev, session 15), and 6 of the
+    pushed off its copy wrote one bracket per character there (BioRED dev), and 6 of the
     2,907 BioRED development mentions start or end inside a word. The tests check that every
     other gold answer is accepted. States are small tuples: ``("text", position,
     depth, empty)`` (empty: the innermost open bracket holds only whitespace so far),

@@ -33,7 +33,7 @@ class EchoPrompts:
         self.types, self.max_model_len, self.on_build = list(types), 0, on_build
         self.answer = answer_format("blocks")
 
-    def build(self, sentence) -> Prompt:
+    def build(self, sentence, window=None) -> Prompt:
         if self.on_build is not None:
             self.on_build()
         return Prompt(id=sentence.key, token_ids=tuple(map(ord, sentence.text)), max_tokens=0)
