@@ -16,6 +16,9 @@ default runs alone, as ``bulkner run`` runs it (``--generate auto``). Default
 input: ``pubmedsample18n0001.xml.gz`` from ``../shared/data/pubmed`` when it is there, else the
 embedded sample.
 
+Like ``bulkner run``, the bench restarts on tcmalloc where the system has it (``BULKNER_ALLOCATOR=system``
+keeps glibc's malloc; each line's ``machine.allocator`` says which ran).
+
 Each line: sentences/s of the shard (engine start-up excluded, reported apart), output tokens per
 sentence and per sentence token (the sentence's own tokens, from the sentences table and the
 model's tokenizer), sentences generated and decided by the classifier alone, entities per type and
@@ -41,6 +44,7 @@ os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs to stdout othe
 from bulkner.checkpoints import default_adapter, default_selector, resolve_model  # noqa: E402
 from bulkner.cli import sample_input  # noqa: E402
 from bulkner.config import DEFAULT_TYPES, EngineConfig, RunConfig  # noqa: E402
+from bulkner.hardware import with_fast_allocator  # noqa: E402
 from bulkner.outputs.tables import read_table  # noqa: E402
 from bulkner.runner.local import run  # noqa: E402
 
@@ -117,6 +121,7 @@ def run_setup(inputs: list[str], chosen: dict, args: argparse.Namespace) -> dict
 
 
 def main() -> None:
+    with_fast_allocator()  # as `bulkner run` does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*")
     parser.add_argument("--setup", action="append", default=[], help="NAME:ADAPTER:SELECTOR:TYPES[:FLAG...] (repeat)")
@@ -128,7 +133,8 @@ def main() -> None:
     args.tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     setups = [setup(s) for s in args.setup] or [setup(f"default:default:default:{','.join(DEFAULT_TYPES)}:auto")]
     inputs = args.inputs or [str(HELD_INPUT) if HELD_INPUT.is_file() else sample_input()]
-    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+               "allocator": os.environ.get("LD_PRELOAD") or "system"}
     run_setup(inputs, setups[0], args)  # warm-up
     for chosen in setups:
         print(json.dumps({"machine": machine, "engine": args.engine, "model": args.model, "inputs": inputs}

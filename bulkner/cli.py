@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -656,5 +657,13 @@ def kb_info_cmd(
                    + (f", threshold {threshold}" if threshold is not None and c["approximate"] else ""))
 
 
+FAST_ALLOCATOR_COMMANDS = ("run", "eval")
+"""Commands that restart on tcmalloc where the system has it (``hardware.with_fast_allocator``)."""
+
+
 def main() -> None:
+    if sys.argv[1:2] and sys.argv[1] in FAST_ALLOCATOR_COMMANDS:
+        from bulkner.hardware import with_fast_allocator
+
+        with_fast_allocator()
     app()

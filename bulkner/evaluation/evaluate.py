@@ -33,13 +33,13 @@ def gold_mentions(gold: Sequence[GoldDocument], names: Sequence[str]) -> set[Men
 
 
 def predict(
-    sentences: Sequence[Sentence], rejects: Sequence[Reject], tagger: Tagger, progress: bool = False
+    sentences: Sequence[Sentence], rejects: Sequence[Reject], tagger: Tagger, progress: bool = False, known: dict | None = None
 ) -> tuple[list[Entity], dict]:
     """Tag the sentences of the gold documents; predicted entities and run counts (with the
-    segmentation ``rejects``)."""
+    segmentation ``rejects``); ``known`` as in ``Tagger.tag``."""
     stats = TagStats()
     with tqdm(total=len(sentences), desc="eval", unit="sent", disable=not progress) as bar:
-        entities, tag_rejects = tagger.tag(sentences, stats, bar)
+        entities, tag_rejects = tagger.tag(sentences, stats, bar, known)
     counts = {
         "sentences": len(sentences),
         "rejects": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in [*rejects, *tag_rejects]).items())),
@@ -83,12 +83,13 @@ def evaluate(
     scored = predictions is not None and tagger.selector is not None
     tagger.dropped = [] if scored else None
     tagger.added = [] if predictions is not None else None
-    entities, counts = predict(sentences, rejects, tagger, progress)
+    known: dict = {}
+    entities, counts = predict(sentences, rejects, tagger, progress, known)
     if predictions is not None:  # the generator's spans only: not those a selector added
         added = {id(e) for e in tagger.added}
         predictions.update(sentence_predictions([e for e in entities if id(e) not in added], tagger.dropped))
     stats = TagStats()
-    final = tagger.finish_documents(sentences, entities, stats)
+    final = tagger.finish_documents(sentences, entities, stats, known)
     expected = gold_mentions(gold, names)
     result = {"documents": len(gold), "oracle": oracle, "types": names}
     result |= score(expected, mentions(final), names)

@@ -50,6 +50,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bulkner.checkpoints import cache_dir
@@ -639,11 +640,33 @@ class KnowledgeBase:
         """What the run fingerprint records: name, version and the id of the sources' contents."""
         return {"name": NAME, "version": VERSION, "id": self.manifest["id"]}
 
+    def load(self, kinds: Sequence[str]) -> None:
+        """Load the tables of ``kinds`` not loaded yet (each table file read once for all of
+        them); a lookup loads its type's tables itself when they are not."""
+        kinds = [k for k in dict.fromkeys(kinds) if k not in self._exact or k not in self._memory or k not in self._approximate]
+        if not kinds:
+            return
+        exact = pq.read_table(self.directory / "exact.parquet", filters=[("type", "in", kinds)], columns=["type", "key", "concept"])
+        memory = pq.read_table(self.directory / "memory.parquet", filters=[("type", "in", kinds)]).to_pylist()
+        rows_of: dict[str, list[dict]] = defaultdict(list)
+        for r in memory:
+            rows_of[r["type"]].append(r)
+        for kind in kinds:
+            mine = exact.filter(pc.equal(exact.column("type"), kind))
+            self._exact[kind] = dict(zip(mine.column("key").to_pylist(), mine.column("concept").to_pylist()))
+            rows = rows_of[kind]
+            by_key = {(r["taxon"], r["key"]): r["concept"] for r in rows}
+            by_form: dict[tuple[str, str], str] = {}
+            for r in sorted(rows, key=lambda r: (-r["count"], concept_order(r["concept"]), r["key"])):
+                by_form.setdefault((r["taxon"], _compact(r["key"])), r["concept"])
+            self._memory[kind] = by_key, by_form
+            where = self.directory / kind
+            self._approximate[kind] = (NgramIndex.load(where), pq.read_table(where / "concepts.parquet").column("concept").to_pylist()) if where.is_dir() else None
+
     def exact(self, kind: str, key: str) -> str | None:
         """The concept of the KB name whose ``normalize`` form is ``key`` (the best-ranked one)."""
         if kind not in self._exact:
-            table = pq.read_table(self.directory / "exact.parquet", filters=[("type", "=", kind)], columns=["key", "concept"])
-            self._exact[kind] = dict(zip(table.column("key").to_pylist(), table.column("concept").to_pylist()))
+            self.load([kind])
         return self._exact[kind].get(key)
 
     def remembered(self, kind: str, key: str, taxon: str = "", approximate: bool = False) -> str | None:
@@ -652,20 +675,14 @@ class KnowledgeBase:
         "HCT116", "He-La" for "HeLa", "Parkinsons disease" for "Parkinson's disease"; the most
         frequent one)."""
         if kind not in self._memory:
-            rows = pq.read_table(self.directory / "memory.parquet", filters=[("type", "=", kind)]).to_pylist()
-            by_key = {(r["taxon"], r["key"]): r["concept"] for r in rows}
-            by_form: dict[tuple[str, str], str] = {}
-            for r in sorted(rows, key=lambda r: (-r["count"], concept_order(r["concept"]), r["key"])):
-                by_form.setdefault((r["taxon"], _compact(r["key"])), r["concept"])
-            self._memory[kind] = by_key, by_form
+            self.load([kind])
         by_key, by_form = self._memory[kind]
         return by_form.get((taxon, _compact(key))) if approximate else by_key.get((taxon, key))
 
     def nearest(self, kind: str, form: str) -> tuple[str | None, float]:
         """The concept of the KB name most similar to the ``loose`` form ``form``, and the cosine."""
         if kind not in self._approximate:
-            where = self.directory / kind
-            self._approximate[kind] = (NgramIndex.load(where), pq.read_table(where / "concepts.parquet").column("concept").to_pylist()) if where.is_dir() else None
+            self.load([kind])
         found = self._approximate[kind]
         if found is None or not form:
             return None, 0.0

@@ -101,16 +101,18 @@ def candidate(kb: KnowledgeBase, kind: str, text: str, taxon: str = HUMAN, memor
 
 class Linker:
     """Links batches of mentions with one knowledge base (``kb``: a KB directory; None: the
-    default KB, built into the cache on first use). ``setup()`` opens it (tables load per type
-    on first use); ``link`` is deterministic."""
+    default KB, built into the cache on first use). ``setup()`` opens it and loads the tables of
+    ``types`` (a worker's, before its first shard); others load on first use. ``link`` is deterministic."""
 
-    def __init__(self, kb: str | Path | None = None):
+    def __init__(self, kb: str | Path | None = None, types: Sequence[str] = ()):
         self.kb_dir = kb
+        self.types = tuple(types)
         self.kb: KnowledgeBase | None = None
 
     def setup(self) -> None:
         if self.kb is None:
             self.kb = open_kb(self.kb_dir)
+            self.kb.load(self.types)
 
     def fingerprint(self) -> dict:
         """The linker's identity for the run fingerprint: its ``VERSION`` and the KB's name, version

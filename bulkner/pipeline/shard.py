@@ -209,6 +209,11 @@ class RecordChunk:
         return [e for batch in self.batches for e in batch.entities]
 
     @property
+    def known(self) -> dict:
+        """Its batches' ``Batch.known`` (the cascade's span scores), for the document pass."""
+        return {text: rows for batch in self.batches for text, rows in batch.known.items()}
+
+    @property
     def rejects(self) -> list[Reject]:
         """The records' rejects, then each batch's prompt and parse rejects."""
         return self.record_rejects + [r for batch in self.batches for r in batch.rejects]
@@ -264,7 +269,7 @@ class ShardSteps:
             self.tagger.finish(item, self.tagged)
             self.bar.update(item.size)
             return
-        entities = None if self.tagger is None else self.tagger.finish_documents(item.sentences, item.entities, self.tagged)
+        entities = None if self.tagger is None else self.tagger.finish_documents(item.sentences, item.entities, self.tagged, item.known)
         item.write(self.writer, entities)
         release_free_memory()
         if self.tagger is None:

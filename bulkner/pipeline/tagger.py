@@ -118,6 +118,9 @@ class Batch:
     """The cascade: the span scores of ``sentences`` (the selector does not compute them again)."""
     windows: list | None = None
     """``--generate window``: the ``Window`` of each of ``sentences`` the generator writes."""
+    known: dict = field(default_factory=dict)
+    """The cascade: every sentence's span scores by its text (those it decided alone too), for the
+    document pass's name propagation."""
     triage_seconds: float = 0.0
 
     def join(self, other: Batch) -> Batch:
@@ -129,6 +132,7 @@ class Batch:
         self.classified += other.classified
         self.skipped += other.skipped
         self.triage_seconds += other.triage_seconds
+        self.known |= other.known
         if self.probs is not None:
             self.probs += other.probs
         if self.windows is not None:
@@ -180,14 +184,17 @@ class Tagger:
         if self.selector is not None:
             self.selector.close()
 
-    def tag(self, sentences: Sequence[Sentence], stats: TagStats, progress=None) -> tuple[list[Entity], list[Reject]]:
-        """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done."""
+    def tag(self, sentences: Sequence[Sentence], stats: TagStats, progress=None, known: dict | None = None) -> tuple[list[Entity], list[Reject]]:
+        """Tag ``sentences``; ``progress`` (a tqdm bar or None) advances by sentences done; a
+        ``known`` dict gets the batches' ``Batch.known`` (for ``finish_documents``)."""
         entities: list[Entity] = []
         rejects: list[Reject] = []
         for batch in self.batches(sentences):
             self.finish(self.generate(batch, stats), stats)
             entities += batch.entities
             rejects += batch.rejects
+            if known is not None:
+                known |= batch.known
             if progress is not None:
                 progress.update(batch.size)
         return entities, rejects
@@ -241,6 +248,7 @@ class Tagger:
         started = time.perf_counter()
         probs, decided = self.selector.triage([s.text for s in sentences], self.type_names)
         batch.triage_seconds = time.perf_counter() - started
+        batch.known = {s.text: p for s, p in zip(sentences, probs, strict=True)}
         batch.probs, pending = [], []
         for sentence, p, spans in zip(sentences, probs, decided, strict=True):
             if spans is None:
@@ -275,15 +283,17 @@ class Tagger:
             stats.entities[e.type] += 1
         return batch
 
-    def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
+    def finish_documents(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats,
+                         known: dict | None = None) -> list[Entity]:
         """The document pass, once every sentence of whole documents is tagged: with ``names``, a
         name tagged in one place of a document is proposed at its other occurrences there and the
-        selector keeps those it scores at its keep threshold; with ``abbreviations``, a short form
+        selector keeps those it scores at its keep threshold (scores the cascade computed, in
+        ``known`` (``Batch.known``), are not computed again); with ``abbreviations``, a short form
         takes its long form's type across its document and one whose long form is no entity is
         dropped; with a ``linker``, every entity gets its concept id (a defined short form through
         its long form)."""
         if self.names:
-            entities = self._propagate(sentences, entities, stats)
+            entities = self._propagate(sentences, entities, stats, known or {})
         if self.abbreviations:
             from bulkner.linking.abbreviations import harmonize_documents
 
@@ -299,7 +309,7 @@ class Tagger:
             stats.links += counts
         return entities
 
-    def _propagate(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats) -> list[Entity]:
+    def _propagate(self, sentences: Sequence[Sentence], entities: list[Entity], stats: TagStats, known: dict) -> list[Entity]:
         """``entities`` and the proposals of :func:`bulkner.linking.names.propose` the selector keeps,
         each document's in reading order."""
         from bulkner.linking import by_document
@@ -311,7 +321,7 @@ class Tagger:
         owner = {text: k for k, text in enumerate(texts)}
         started = time.perf_counter()
         candidates = [Candidate(p.sentence.text, p.start - p.sentence.start, p.end - p.sentence.start, self.types[p.type]) for p in proposed]
-        scores = self.selector.confirm(candidates, [owner[p.sentence.text] for p in proposed], texts)
+        scores = self.selector.confirm(candidates, [owner[p.sentence.text] for p in proposed], texts, known)
         stats.selector_seconds += time.perf_counter() - started
         kept = resolve([replace(p, score=q) for p, q in zip(proposed, scores) if q is not None and q >= self.selector.threshold])
         stats.names["proposed"] += len(proposed)
@@ -420,7 +430,7 @@ def build_tagger(
     if link:
         from bulkner.linking.link import Linker
 
-        linker = Linker(kb)
+        linker = Linker(kb, [t.name for t in types])
         linker.setup()
     mode = generation_mode(generate, selector, fmt)
     return Tagger(build_engine(config), builder, batch_sentences, scorer, abbreviations, cascade=mode == "uncertain",

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from bulkner.config import RayConfig, RunConfig
 from bulkner.connectors.fs import shard_name
+from bulkner.hardware import worker_environment
 from bulkner.outputs.writer import OutputDir
 from bulkner.pipeline.results import RunSummary, ShardResult
 from bulkner.pipeline.shard import ShardCollision, ShardWorker, finished, start_run
@@ -184,7 +185,9 @@ def _run(ray, urls: list[str], out: OutputDir, config: RunConfig, with_model: bo
         """Replicas wanted now: as asked, else as many as the cluster holds (it may have grown)."""
         return replica_count(resources, ray.cluster_resources(), ray_config.replicas)
 
-    actor_class = ray.remote(ShardActor).options(max_restarts=ray_config.max_restarts, max_task_retries=0, **resources)
+    env = worker_environment() if with_model else {}
+    actor_class = ray.remote(ShardActor).options(max_restarts=ray_config.max_restarts, max_task_retries=0, **resources,
+                                                 **({"runtime_env": {"env_vars": env}} if env else {}))
     pool = ReplicaPool(ray, lambda: actor_class.remote(replica_config(config, resources["num_gpus"]), with_model),
                        target, ray_config)
     log.info("starting up to %d replica(s), each with %s", min(len(todo), target()), resources)

@@ -84,8 +84,10 @@ class Selector(Protocol):
     threshold: float
     """The keep threshold."""
 
-    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str]) -> list[float | None]:
-        """Each candidate's score (None: not scorable); the caller keeps those at ``threshold``."""
+    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
+                known: dict | None = None) -> list[float | None]:
+        """Each candidate's score (None: not scorable); the caller keeps those at ``threshold``.
+        ``known``: sentences' scores from ``triage``, by text, not computed again."""
         ...
 
     def fingerprint(self) -> str:

@@ -46,21 +46,31 @@ class Probs(dict):
     """``(start, end)`` char span of a sentence -> ``[p_none, p_type1, ...]``, for its scorable
     spans. Iterating gives the spans with a type probability of at least ``NEGLIGIBLE`` (about 4%
     of them in PubMed text, so the decisions that look through every span look through few); the
-    others (``rest``) are still scorable and read ``[1.0, 0.0, ...]``. ``reach``: the end of the
-    last word the encoder scored."""
+    others (``rest``: sorted ``start << 32 | end`` keys, 8 bytes a span, so a chunk's sentences can
+    keep theirs for the document pass) are still scorable and read ``[1.0, 0.0, ...]``.
+    ``reach``: the end of the last word the encoder scored."""
 
-    def __init__(self, rows=(), rest: frozenset = frozenset(), types: int = 0, reach: int = 0) -> None:
+    def __init__(self, rows=(), rest: Sequence[int] = (), types: int = 0, reach: int = 0) -> None:
+        import numpy as np
+
         super().__init__(rows)
-        self.rest, self.reach = rest, reach
+        self.rest, self.reach = np.sort(np.asarray(rest, dtype=np.int64)), reach
         self.none_row = [1.0] + [0.0] * types
 
+    def _rest(self, key: object) -> bool:
+        if not (isinstance(key, tuple) and len(key) == 2) or not len(self.rest):
+            return False
+        packed = (key[0] << 32) | key[1]
+        at = int(self.rest.searchsorted(packed))
+        return at < len(self.rest) and int(self.rest[at]) == packed
+
     def __missing__(self, key: tuple[int, int]) -> list[float]:
-        if key in self.rest:
+        if self._rest(key):
             return self.none_row
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or key in self.rest
+        return dict.__contains__(self, key) or self._rest(key)
 
     def get(self, key: tuple[int, int], default=None):
         return self[key] if key in self else default
@@ -148,7 +158,7 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
             for r, found in enumerate(spans):
                 mine, n = worth[at : at + len(found)], len(found)
                 keys = zip(found[mine, 2].tolist(), found[mine, 3].tolist())
-                rest = frozenset(zip(found[~mine, 2].tolist(), found[~mine, 3].tolist()))
+                rest = (found[~mine, 2] << 32) | found[~mine, 3]
                 reach = int(found[:, 3].max()) if n else 0
                 out[chunk[r]] = Probs(zip(keys, probs[at : at + n][torch.from_numpy(mine)].tolist()), rest, probs.shape[1] - 1, reach)
                 at += n
@@ -361,11 +371,16 @@ class SpanSelector:
             added += [(owner, s, e, self.types[t], p) for s, e, t, p in extra]
         return scores, keep, added
 
-    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str]) -> list[float | None]:
+    def confirm(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
+                known: dict[str, dict] | None = None) -> list[float | None]:
         """Each candidate's probability for its type (``candidates[i]`` is a span of
         ``sentences[owners[i]]``), None where it cannot score it; the caller keeps those at
-        :attr:`threshold` (name propagation's proposals: nothing is added or repaired)."""
-        probs = self.probs_by_text(sentences)
+        :attr:`threshold` (name propagation's proposals: nothing is added or repaired).
+        ``known``: the ``Probs`` of sentences scored already (:meth:`triage`), by text."""
+        known = known or {}
+        probs = {text: known[text] for text in sentences if text in known}
+        if missing := [text for text in sentences if text not in probs]:
+            probs |= self.probs_by_text(missing)
         scores: list[float | None] = []
         for c, owner in zip(candidates, owners, strict=True):
             if c.sentence != sentences[owner]:

@@ -142,6 +142,23 @@ def test_lookups(built: Path) -> None:
     assert kb.fingerprint() == {"name": NAME, "version": VERSION, "id": kb.manifest["id"]}
 
 
+def test_load_reads_the_tables_of_several_types_at_once_as_lookups_read_each(built: Path) -> None:
+    """A worker loads its types' tables before its first shard (``Linker.setup``): the same
+    tables as each type's first lookup loads, a type the KB has no names of included."""
+    kinds = ["Gene", "Chemical", "Disease", "Species", "Variant", "CellLine"]
+    eager, lazy = KnowledgeBase(built), KnowledgeBase(built)
+    eager.load(kinds)
+    assert set(eager._exact) == set(eager._memory) == set(eager._approximate) == set(kinds)
+    for kind in kinds:
+        lazy.exact(kind, "x"), lazy.remembered(kind, "x"), lazy.nearest(kind, "x")
+        assert eager._exact[kind] == lazy._exact[kind] and eager._memory[kind] == lazy._memory[kind]
+        assert (eager._approximate[kind] is None) == (lazy._approximate[kind] is None)
+        if eager._approximate[kind] is not None:
+            assert eager._approximate[kind][1] == lazy._approximate[kind][1]
+    assert eager._exact["Chemical"] and eager._memory["Gene"][0] and eager._approximate["Variant"] is None
+    assert eager.lookup("Gene", "p62", "NCBITaxon:10090").concept == "NCBIGene:18412"
+
+
 def test_build_is_deterministic_and_its_id_follows_the_sources(built: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     build_kb(again, sources())

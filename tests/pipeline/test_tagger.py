@@ -245,7 +245,7 @@ def test_the_document_pass_makes_abbreviations_agree_across_sentences():
 class ConfirmingSelector(ThresholdSelector):
     """Keeps every generator span; confirms a propagated name by the sentence it stands in."""
 
-    def confirm(self, candidates, owners, sentences):
+    def confirm(self, candidates, owners, sentences, known=None):
         assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
         self.seen += candidates
         return [self.scores[c.sentence] for c in candidates]

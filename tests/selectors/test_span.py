@@ -185,3 +185,25 @@ def test_the_shipped_selectors_scores_hold_every_scorable_span_and_list_only_the
     assert probs[quiet] == probs.get(quiet) == [1.0] + [0.0] * len(selector.types) and probs.get((0, 1)) is None
     assert (0, 9) in listed and probs[(0, 9)][1 + selector.types.index("Chemical")] > 0.5  # "Cisplatin"
     assert scored_whole(text, probs) and probs.reach == len(text)
+    assert probs.rest.nbytes == 8 * (len(scorable) - len(listed)) and "Cisplatin" not in probs
+
+
+def test_confirm_takes_the_scores_the_cascade_computed_and_encodes_none_again(monkeypatch: pytest.MonkeyPatch):
+    """Name propagation in the document pass: sentences the cascade scored are not encoded again,
+    and their proposals score what they would have scored (listed, negligible or not scorable)."""
+    from bulkner.checkpoints import default_selector
+    from bulkner.selectors import Candidate, open_selector
+    from bulkner.types import resolve_types
+
+    selector = open_selector(default_selector(), device="cpu")
+    chemical, disease = resolve_types(["Chemical", "Disease"])
+    texts = ["Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer.",
+             "Magnesium was given with cisplatin."]
+    probs, _ = selector.triage(texts, ["Chemical", "Disease"])
+    candidates = [Candidate(texts[0], 0, 9, chemical), Candidate(texts[0], 48, 57, chemical), Candidate(texts[0], 75, 89, disease),
+                  Candidate(texts[0], 10, 27, chemical), Candidate(texts[0], 1, 4, chemical), Candidate(texts[1], 0, 9, chemical)]
+    owners = [0, 0, 0, 0, 0, 1]
+    fresh = selector.confirm(candidates, owners, texts)
+    assert fresh[0] > 0.5 and fresh[1] > 0.5 and fresh[2] > 0.5 and fresh[4] is None  # off word boundaries: not scorable
+    monkeypatch.setattr(selector, "probs", lambda sentences: pytest.fail(f"encoded {sentences} again"))
+    assert selector.confirm(candidates, owners, texts, dict(zip(texts, probs))) == fresh
