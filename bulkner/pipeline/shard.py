@@ -211,7 +211,7 @@ class RecordChunk:
     @property
     def known(self) -> dict:
         """Its batches' ``Batch.known`` (the cascade's span scores), for the document pass."""
-        return {text: rows for batch in self.batches for text, rows in batch.known.items()}
+        return {text: probs for batch in self.batches for text, probs in batch.known.items()}
 
     @property
     def rejects(self) -> list[Reject]:
