@@ -31,8 +31,10 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Linker:
 
 @pytest.fixture(scope="module")
 def remembering(tmp_path_factory: pytest.TempPathFactory) -> Linker:
-    linker = Linker(build(tmp_path_factory.mktemp("kb") / "memory", gold=(DATA / "train.pubtator",)))
+    """With a memory; its tables loaded in ``setup`` as a worker's are (``plain`` loads each type's on first use)."""
+    linker = Linker(build(tmp_path_factory.mktemp("kb") / "memory", gold=(DATA / "train.pubtator",)), types=list(CURIE))
     linker.setup()
+    assert set(linker.kb._exact) == set(CURIE)
     return linker
 
 

@@ -333,7 +333,37 @@ def test_the_cascade_gathers_the_prompts_of_several_batches_into_one_engine_call
     renal.triage = lambda texts, types: ([f"probs of {t}" for t in texts], [None if "Renal" in t or "nephro" in t else [] for t in texts])
     progress = []
     bar = type("Bar", (), {"update": lambda self, n: progress.append(n)})()
-    entities, _ = Tagger(engine, OraclePrompts(TYPES), 2, renal, cascade=True).tag(sentences, TagStats(), bar)
+    known: dict = {}
+    entities, _ = Tagger(engine, OraclePrompts(TYPES), 2, renal, cascade=True).tag(sentences, TagStats(), bar, known)
     # batches of 2 sentences: [title, s0] has one prompt, [s1, s2] one more; gathered into one call of 2
     assert calls == [["pmid:1/0/0", "pmid:1/1/1"]] and progress == [4]
     assert {e.origin for e in entities} == {"generator"} and len(entities) == 3
+    assert known == {s.text: f"probs of {s.text}" for s in sentences}  # every sentence's, for the document pass
+
+
+class KnownSelector(ConfirmingSelector, TriageSelector):
+    """The cascade's stand-in whose ``confirm`` records the scores it was handed."""
+
+    def confirm(self, candidates, owners, sentences, known=None):
+        self.known = known
+        return super().confirm(candidates, owners, sentences)
+
+
+def test_name_propagation_gets_the_scores_the_cascade_computed():
+    """BRCA1 tagged in the title is proposed in the abstract's sentences; the selector confirms
+    them with the scores its triage computed for the same chunk (no second encoding)."""
+    types = resolve_types(["Gene", "Disease"])
+    doc = Document("pmid:10788334", 1, (
+        Passage("title", "BRCA1 protein in sporadic breast cancer."),
+        Passage("abstract", "We studied BRCA1 expression in 20 tumours. Loss of BRCA1 was frequent.")))
+    answers = {"pmid:10788334/0/0": "[Gene BRCA1] protein in sporadic [Disease breast cancer].",
+               "pmid:10788334/1/0": "We studied BRCA1 expression in 20 tumours.", "pmid:10788334/1/1": "Loss of BRCA1 was frequent."}
+    sentences, _ = segment([doc], 2000)
+    selector = KnownSelector({"BRCA1": 0.9, "breast cancer": 0.9, "We studied BRCA1 expression in 20 tumours.": 0.8,
+                              "Loss of BRCA1 was frequent.": 0.2})
+    selector.triage = lambda texts, types: ([f"probs of {t}" for t in texts], [None] * len(texts))
+    stats, known = TagStats(), {}
+    tagger = Tagger(ReverseEngine(answers), OraclePrompts(types, "brackets"), 10, selector, cascade=True, names=True)
+    entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats, None, known)[0], stats, known)
+    assert selector.known == {s.text: f"probs of {s.text}" for s in sentences}
+    assert [(e.type, e.start, e.origin) for e in entities if e.origin == "propagated"] == [("Gene", 11, "propagated")]
