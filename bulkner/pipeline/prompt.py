@@ -15,10 +15,12 @@ from bulkner.engines.base import Constraint, Prompt
 from bulkner.schema import Sentence, Span
 from bulkner.selectors import Window
 from bulkner.tagging import DEFAULT_FORMAT, AnswerFormat, answer_format
+from bulkner.tagging.format import source_view
 from bulkner.types import EntityType
 
-PROMPT_VERSION = "llmner-1"
-"""Changes whenever the wording below changes; part of the output fingerprint."""
+PROMPT_VERSION = "llmner-2"
+"""Changes whenever the wording below or how the sentence is shown changes (2: source square
+brackets as parentheses, ``format.source_view``); part of the output fingerprint."""
 
 SYSTEM = "You are an expert in medical named entity recognition."
 INSTRUCTION = (
@@ -92,10 +94,11 @@ class PromptBuilder:
             head, stop = self.answer.resume(text, spans, window.start, window.end, [t.name for t in self.types])
             text = text[window.start : window.end]
             stop = None if self.constrain else stop  # the constraint ends the answer at the window's end
-        tail_ids = self.tokenizer.encode(sentence.text + self.tail, add_special_tokens=False)
+        shown = source_view(sentence.text)  # square brackets as parentheses, as the answer copies them
+        tail_ids = self.tokenizer.encode(shown + self.tail, add_special_tokens=False)
         budget = self.max_tokens(max(1, len(tail_ids) - self.tail_tokens))
         if head:
-            tail_ids = self.tokenizer.encode(sentence.text + self.tail + head, add_special_tokens=False)
+            tail_ids = self.tokenizer.encode(shown + self.tail + head, add_special_tokens=False)
         ids = self.prefix_ids + tuple(tail_ids)
         if len(ids) + budget > self.max_model_len:
             return None

@@ -1,7 +1,8 @@
 """LLMNER symbolic tagging: render spans as tagged text and parse model output back to spans."""
 
-VERSION = "1"
-"""Changes whenever the tagging format or the parser changes; part of the output fingerprint."""
+VERSION = "2"
+"""Changes whenever the tagging format or the parser changes; part of the output fingerprint
+(2: source square brackets written as parentheses, ``format.source_view``)."""
 
 from bulkner.tagging.format import NO_ENTITIES, escape, render, resolve_crossing, unescape
 from bulkner.tagging.parse import ParseResult, normalize_label, parse

@@ -16,13 +16,16 @@ that *cross* (overlap without nesting) cannot be expressed: :func:`render` raise
 naming them, and :func:`resolve_crossing` offers the ``keep_longer`` policy for preparing
 training data. Identical duplicate spans collapse to one; zero-length spans are an error.
 
-Escape: brackets, backslashes and line breaks of the source text are escaped with a backslash,
-``\\`` → ``\\\\``, ``[`` → ``\\[``, ``]`` → ``\\]``, newline → ``\\n``, carriage return → ``\\r``,
-so ``[3H]thymidine`` renders as ``\\[3H\\]thymidine`` and a model copies two-character sequences
-that are common in code-heavy pretraining data. :func:`escape` and :func:`unescape` are exact
-inverses (``unescape(escape(t)) == t`` for every string, ``escape(unescape(e)) == e`` for every
-escaped string; ``unescape`` keeps a backslash that starts no pair, as models sometimes emit one). Line breaks are escaped because the
-parser splits blocks on newlines; LLMNER's data has none inside a sentence.
+Source brackets: the model reads and copies a sentence's square brackets as parentheses
+(:func:`source_view`: the same length, so every offset holds), so an answer's brackets are only the
+format's: ``[3H]thymidine`` renders as ``(3H)thymidine``, the prompt shows it so too, and the
+parsers align answers to the viewed sentence. (Escaping them, ``\\[3H\\]``, as before, left the
+model to write a backslash it ranks 22nd to 493rd: ``scripts/constrained_forcing.py``.)
+Backslashes and line breaks are escaped with a backslash, ``\\`` → ``\\\\``, newline → ``\\n``,
+carriage return → ``\\r`` (the block parser splits on newlines; LLMNER's data has none inside a
+sentence). ``unescape(escape(t)) == source_view(t)`` for every string; :func:`unescape` still reads
+``\\[`` and ``\\]`` as brackets of the source, and keeps a backslash that starts no pair, as models
+sometimes emit one.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ LABEL_SEPARATOR = ":  "
 UNESCAPES = {"\\": "\\", "[": "[", "]": "]", "n": "\n", "r": "\r"}
 """Character after a backslash → the source character it stands for."""
 
-_ESCAPE_TABLE = str.maketrans({"\\": "\\\\", "[": "\\[", "]": "\\]", "\n": "\\n", "\r": "\\r"})
+_ESCAPE_TABLE = str.maketrans({"\\": "\\\\", "[": "(", "]": ")", "\n": "\\n", "\r": "\\r"})
+_SOURCE_BRACKETS = str.maketrans("[]", "()")
 _UNESCAPE_RE = re.compile(r"\\([\\\[\]nr])")
 _BAD_LABEL_CHARS = set(":：[]\\\n\r")
 
@@ -53,8 +57,14 @@ WORD_RE = re.compile(r"\w+|[^\w\s]")
 the spans between them; a window's stop text must not start one)."""
 
 
+def source_view(text: str) -> str:
+    """``text`` as the model reads and copies it: square brackets as parentheses (same length)."""
+    return text.translate(_SOURCE_BRACKETS)
+
+
 def escape(text: str) -> str:
-    """Escape source text so it contains no bare ``[``, ``]`` or line break."""
+    """Source text as an answer copies it: :func:`source_view`, backslashes and line breaks escaped;
+    it holds no ``[``, ``]`` or line break."""
     return text.translate(_ESCAPE_TABLE)
 
 

@@ -10,8 +10,8 @@ with spaces written as ``_`` (a label holds no space, so the first space ends it
 (``[Gene [Disease X]]``, in the type list's order). Spans that cross (overlap without nesting)
 cannot be written, whatever their types: :func:`render` raises ``ValueError`` and the gold side
 resolves them with ``resolve_crossing(..., across_types=True)``. A sentence without entities is
-:data:`~bulkner.tagging.format.NO_ENTITIES`. Source brackets, backslashes and line breaks are
-escaped as in the block format (:func:`~bulkner.tagging.format.escape`).
+:data:`~bulkner.tagging.format.NO_ENTITIES`. Source brackets are written as parentheses,
+backslashes and line breaks escaped, as in the block format (:func:`~bulkner.tagging.format.escape`).
 
 Parsing de-brackets the answer into plain text, aligns it to the sentence and maps every mention
 through the alignment exactly as the block parser does (``parse.place_mention``): a mention is

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, UNESCAPES
+from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, source_view
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ def parse_block(body: str, sentence: str, type_: str) -> tuple[list[Span], list[
 
 def place_mentions(plain: str, mentions: Sequence[tuple[int, int, str]], sentence: str) -> tuple[list[Span], list[Reject]]:
     """Map ``(start, end, type)`` mentions of ``plain`` (the de-bracketed answer) to sentence spans
-    through one alignment; those that cannot be placed exactly are rejects."""
+    through one alignment; those that cannot be placed exactly are rejects. Both are aligned as
+    the model sees them (``format.source_view``: source brackets as parentheses, offsets kept)."""
+    plain, sentence = source_view(plain), source_view(sentence)
     blocks = align(plain, sentence) if mentions else []
     spans, rejects = [], []
     for start, end, type_ in mentions:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, escape, unescape, writing_order
+from bulkner.tagging.format import NO_ENTITIES, escape, source_view, unescape, writing_order
 from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, _trim_line, classify_line, label_index, no_answer
 
 SEPARATOR = ": "
@@ -82,6 +82,7 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
     index = label_index(types)
     rejects: list[Reject] = []
     cursor, taken = 0, set()
+    sentence = source_view(sentence)  # as the model sees it: offsets hold
     for line in output.split("\n"):
         kind, type_, body = classify_line(_trim_line(line), index)
         if kind == "skip":
@@ -93,7 +94,7 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
         if isinstance(found, Reject):
             rejects.append(found)
             continue
-        context, mention = found
+        context, mention = map(source_view, found)
         start = locate(sentence, context, mention, type_, cursor, taken)
         if start is None and cursor:
             start = locate(sentence, context, mention, type_, 0, taken)

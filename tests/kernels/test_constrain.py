@@ -93,21 +93,21 @@ def test_no_bracket_goes_inside_a_word(vocabulary) -> None:
     assert all(b != ord("[") for b, _ in grammar.moves(("text", at, 0, False)))
 
 
-def test_nested_spans_escaped_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
+def test_nested_spans_source_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
     sentence = "Activation of the CD28 surface receptor by [3H]thymidine and Ca²⁺ in naïve β-cells (n = 12)."
     spans = [Span(18, 39, "Gene"), Span(18, 22, "Gene"), Span(43, 56, "Chemical"), Span(61, 65, "Chemical"),
              Span(18, 22, "Variant")]
     answer = render(sentence, spans, SIX)
-    assert "\\[3H\\]" in answer and "[Gene [Gene [Variant CD28]] surface receptor]" in answer
+    assert "[Chemical (3H)thymidine]" in answer and "[Gene [Gene [Variant CD28]] surface receptor]" in answer
     follow(vocabulary, sentence, tokenizer.encode(answer, add_special_tokens=False))
 
 
-def test_an_escaped_source_bracket_is_copied_never_opened(vocabulary) -> None:
+def test_a_source_bracket_is_copied_as_a_parenthesis_never_opened(vocabulary) -> None:
     constraint = Constraint(vocabulary, Grammar("[3H]thymidine", SIX))
     constraint.advance([])
     written = {vocabulary.pieces[i] for i in constraint.allowed()}
-    assert b"[" in written  # an entity may open here...
-    assert all(not p.startswith(b"[3") for p in written)  # ...but the source bracket must be escaped
+    assert b"[" in written and b"(" in written  # an entity may open here, or the copy start...
+    assert all(not p.startswith(b"[3") and not p.startswith(b"\\") for p in written)  # ...with the source bracket as "("
 
 
 def test_closing_needs_an_open_non_empty_bracket(vocabulary, tokenizer) -> None:

@@ -59,7 +59,7 @@ def test_round_trip(fmt: str, case: tuple[str, list[Span]]) -> None:
 def test_brackets_write_one_copy_with_typed_nested_spans() -> None:
     answer = answer_format("brackets").render(SENTENCE, NESTED, SIX)
     assert answer == ("Activation of the [Gene [Gene CD28] surface receptor] in [Gene [Species human] T cells] by IL-2 "
-                      "and [Chemical \\[3H\\]thymidine]; [Gene IL-2] again.")
+                      "and [Chemical (3H)thymidine]; [Gene IL-2] again.")
     cut = answer.removesuffix(" again.")  # a copy that stops early still places every mention
     assert answer_format("brackets").parse(cut, SENTENCE, SIX).spans == sorted(NESTED, key=ORDER)
 
@@ -80,7 +80,7 @@ def test_span_list_writes_context_only_where_the_first_occurrence_is_not_the_ent
     answer = answer_format("spans")
     assert answer.render(SENTENCE, NESTED, SIX).split("\n") == [
         "Gene: CD28 surface receptor", "Gene: CD28", "Gene: human T cells", "Species: human",
-        "Chemical: \\[3H\\]thymidine", "Gene: IL-2"]  # IL-2 follows [3H]thymidine: no context needed
+        "Chemical: (3H)thymidine", "Gene: IL-2"]  # IL-2 follows [3H]thymidine: no context needed
     assert answer.render("IL-2 and IL-2", [Span(9, 13, "Gene")], SIX) == "Gene: and [IL-2]"
 
 
@@ -189,7 +189,7 @@ def windows_of(sentence: str, spans: list[Span]) -> list[tuple[int, int]]:
 
 def test_a_resumed_answer_parses_to_the_spans_up_to_the_window_end() -> None:
     answer = answer_format("brackets")
-    for start, end in windows_of(SENTENCE, NESTED):  # escaped source brackets, nested spans across types
+    for start, end in windows_of(SENTENCE, NESTED):  # source brackets (written as parentheses), nested spans across types
         text, until = resumed(SENTENCE, NESTED, start, end)
         result = answer.parse(text, SENTENCE, SIX)
         assert result.rejects == [] and sorted(result.spans) == sorted(s for s in NESTED if s.end <= until), (start, end)
@@ -200,13 +200,13 @@ def test_a_resumed_answer_parses_to_the_spans_up_to_the_window_end() -> None:
     assert answer.resume(SENTENCE, [], at_(" T cells"), at_(" IL-2"), SIX) == ("Activation of the CD28 surface receptor in human", " IL-2")
     # "IL-2" is in the window: the stop takes the words after it until they cannot occur there
     assert answer.resume(SENTENCE, [], at_(" by"), at_("; IL-2") + 1, SIX)[1] == " IL-2 again."
-    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == r" \[3H\]x"
+    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == " (3H)x"
     assert answer.resume(SENTENCE, [], 0, len(SENTENCE), SIX) == ("", None)
     # a known span after the window: the stop ends where its bracket goes, or is its first word
     assert answer.resume(SENTENCE, [at("IL-2", "Gene")], 0, at_(" IL-2"), SIX) == ("", " IL-2")  # "[Gene IL-2" holds " IL-2"
     assert answer.resume("X in the (ITD) case", [Span(10, 13, "Disease")], 0, 8, SIX) == ("", " (")
     assert answer.resume("X (Y) in the (ITD) case", [Span(14, 17, "Disease")], 0, 12, SIX) == ("", None)  # " (" is in the window
-    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == r" \[3H\]x"
+    assert answer.resume("Ca2+ [3H]x y", [], 4, 10, SIX) == ("Ca2+", " y") and answer.resume("Ca2+ y [3H]x", [], 4, 6, SIX)[1] == " (3H)x"
 
 
 def test_every_window_of_real_sentences_resumes_to_its_spans() -> None:
