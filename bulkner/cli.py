@@ -252,7 +252,9 @@ def run(
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the end summary as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
-    """Run the whole pipeline: read, split sentences, tag with the LLM, parse spans, write Parquet."""
+    """Run the whole pipeline: read, split sentences, tag with the LLM, parse spans, write Parquet.
+
+    On Linux it restarts on tcmalloc where the system has it; BULKNER_ALLOCATOR=system keeps malloc."""
     setup_logging(verbose)
     if not inputs:
         inputs = [sample_input()]
@@ -331,7 +333,9 @@ def eval_(
     predictions: Optional[Path] = typer.Option(None, help="Also write every span the generator predicted, per sentence, as JSONL (with the selector's score and decision when one runs; train-selector --predictions reads them)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1."""
+    """Run the pipeline on gold documents and report strict and relaxed precision, recall and F1.
+
+    On Linux it restarts on tcmalloc where the system has it; BULKNER_ALLOCATOR=system keeps malloc."""
     from bulkner.evaluation.evaluate import EvalConfig, evaluate_corpus
     from bulkner.evaluation.predictions import write_predictions
     from bulkner.evaluation.scoring import format_table
