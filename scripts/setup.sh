@@ -10,12 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages where we may install them (root, apt): chromium for the report's browser test
 # (tests/test_report.py; Playwright drives this binary, no browser download); tcmalloc, which
-# `bulkner run` and `eval` restart on (bulkner/hardware.py: ~18% faster on CPU than glibc's malloc)
-APT=()
-command -v chromium >/dev/null || APT+=(chromium)
-ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal || APT+=(libtcmalloc-minimal4)
-if [ ${#APT[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT[@]}" >/dev/null
+# `bulkner run` and `eval` restart on (bulkner/hardware.py: 10-18% faster on CPU than glibc's malloc)
+HAS_TCMALLOC=$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null) | grep -c libtcmalloc_minimal || true)
+if { ! command -v chromium >/dev/null || [ "$HAS_TCMALLOC" = 0 ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  [ "$HAS_TCMALLOC" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null \
+    || echo "setup: could not install tcmalloc; bulkner runs on the C library's malloc" >&2
 fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
