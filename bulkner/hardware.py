@@ -88,9 +88,8 @@ def worker_environment() -> dict[str, str]:
     """Environment variables a Ray worker that runs a model starts with: tcmalloc preloaded where
     the driver's system has it and ``BULKNER_ALLOCATOR`` is not ``system`` (a node without it
     starts the worker on its own allocator: the loader skips a preload it cannot find)."""
-    if os.environ.get(ALLOCATOR_ENV) == "system" or (library := fast_allocator()) is None:
-        return {}
-    return {"LD_PRELOAD": library}
+    env = allocator_environment({ALLOCATOR_ENV: os.environ.get(ALLOCATOR_ENV, "")})  # the driver's own preload aside
+    return {} if env is None else {"LD_PRELOAD": env["LD_PRELOAD"]}
 
 
 def with_fast_allocator() -> None:
@@ -105,7 +104,7 @@ def with_fast_allocator() -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _malloc_trim():
+def _memory_releaser():
     """The allocator's "give free pages back" call: tcmalloc's ``MallocExtension_ReleaseFreeMemory``
     where it is loaded, else glibc's ``malloc_trim(0)``; None where there is neither (musl, macOS, Windows)."""
     try:
@@ -128,6 +127,6 @@ def release_free_memory() -> None:
     thread and written in another would hold a big record's memory once per thread. Called after
     each chunk is read and written; a no-op where the C library cannot do it.
     """
-    release = _malloc_trim()
+    release = _memory_releaser()
     if release is not None:
         release()

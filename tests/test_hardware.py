@@ -11,11 +11,11 @@ import pytest
 from bulkner import hardware
 from bulkner.hardware import allocator_environment, fast_allocator, worker_environment
 
-PROBE = ("from bulkner.hardware import with_fast_allocator, _malloc_trim, release_free_memory\n"
+PROBE = ("from bulkner.hardware import with_fast_allocator, _memory_releaser, release_free_memory\n"
          "with_fast_allocator()\n"
          "release_free_memory()\n"
          "maps = open('/proc/self/maps').read()\n"
-         "print('tcmalloc' in maps, getattr(_malloc_trim(), '__name__', 'malloc_trim'))\n")
+         "print('tcmalloc' in maps, getattr(_memory_releaser(), '__name__', 'malloc_trim'))\n")
 
 
 def test_the_environment_preloads_tcmalloc_unless_told_not_to_or_an_allocator_is_there(monkeypatch: pytest.MonkeyPatch):

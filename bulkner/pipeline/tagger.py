@@ -114,13 +114,11 @@ class Batch:
     """The cascade: the classifier's entities of the sentences it decided alone (they have no prompt)."""
     skipped: int = 0
     """The cascade: sentences decided without the generator."""
-    probs: list | None = None
-    """The cascade: the span scores of ``sentences`` (the selector does not compute them again)."""
     windows: list | None = None
     """``--generate window``: the ``Window`` of each of ``sentences`` the generator writes."""
     known: dict = field(default_factory=dict)
-    """The cascade: every sentence's span scores by its text (those it decided alone too), for the
-    document pass's name propagation."""
+    """The cascade: every sentence's span scores by its text (those it decided alone too): the
+    selector does not compute them again, in ``finish`` or in the document pass's name propagation."""
     triage_seconds: float = 0.0
 
     def join(self, other: Batch) -> Batch:
@@ -133,8 +131,6 @@ class Batch:
         self.skipped += other.skipped
         self.triage_seconds += other.triage_seconds
         self.known |= other.known
-        if self.probs is not None:
-            self.probs += other.probs
         if self.windows is not None:
             self.windows += other.windows
         return self
@@ -228,7 +224,7 @@ class Tagger:
             windows = self.selector.windows([s.text for s, _ in pending], [p for _, p in pending], self.type_names)
             batch.triage_seconds += time.perf_counter() - started
             batch.windows = []
-        for (sentence, probs), window in zip(pending, windows, strict=True):
+        for (sentence, _), window in zip(pending, windows, strict=True):
             prompt = self.builder.build(sentence, window)
             if prompt is None:
                 detail = f"prompt plus answer budget exceed max_model_len={self.builder.max_model_len}"
@@ -236,8 +232,6 @@ class Tagger:
                 continue
             batch.prompts.append(prompt)
             batch.sentences.append(sentence)
-            if batch.probs is not None:
-                batch.probs.append(probs)
             if batch.windows is not None:
                 batch.windows.append(window)
         return batch
@@ -249,7 +243,7 @@ class Tagger:
         probs, decided = self.selector.triage([s.text for s in sentences], self.type_names)
         batch.triage_seconds = time.perf_counter() - started
         batch.known = {s.text: p for s, p in zip(sentences, probs, strict=True)}
-        batch.probs, pending = [], []
+        pending = []
         for sentence, p, spans in zip(sentences, probs, decided, strict=True):
             if spans is None:
                 pending.append((sentence, p))
@@ -273,7 +267,8 @@ class Tagger:
         windows = batch.windows or [None] * len(batch.sentences)
         for sentence, prompt, generation, window in zip(batch.sentences, batch.prompts, batch.generations, windows, strict=True):
             self._collect(sentence, prompt, generation, stats, found, batch.rejects, window)
-        kept = self._select(found, batch.sentences, stats, batch.probs)
+        probs = [batch.known[s.text] for s in batch.sentences] if self.cascade else None
+        kept = self._select(found, batch.sentences, stats, probs)
         if batch.windows is not None:
             kept = outside_windows(kept, dict(zip(map(id, batch.sentences), windows)))
         batch.entities = kept + batch.classified

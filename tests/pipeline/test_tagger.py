@@ -242,6 +242,14 @@ def test_the_document_pass_makes_abbreviations_agree_across_sentences():
             assert [t for *_, t in found] == ["Chemical", "Chemical", "Disease"] and not stats.abbreviations
 
 
+BRCA1_DOC = Document("pmid:10788334", 1, (
+    Passage("title", "BRCA1 protein in sporadic breast cancer."),
+    Passage("abstract", "We studied BRCA1 expression in 20 tumours. Loss of BRCA1 was frequent.")))
+"""Real sentences (PMID 10788334, BioRED) where the tagger finds BRCA1 in the title only (``BRCA1_ANSWERS``)."""
+BRCA1_ANSWERS = {"pmid:10788334/0/0": "[Gene BRCA1] protein in sporadic [Disease breast cancer].",
+                 "pmid:10788334/1/0": "We studied BRCA1 expression in 20 tumours.", "pmid:10788334/1/1": "Loss of BRCA1 was frequent."}
+
+
 class ConfirmingSelector(ThresholdSelector):
     """Keeps every generator span; confirms a propagated name by the sentence it stands in."""
 
@@ -256,19 +264,14 @@ def test_the_document_pass_proposes_a_tagged_name_where_it_recurs_and_the_select
     other two occurrences are proposed as Gene; the selector keeps the one it scores at its keep
     threshold. Without a selector, or with --no-names, nothing is proposed."""
     types = resolve_types(["Gene", "Disease"])
-    doc = Document("pmid:10788334", 1, (
-        Passage("title", "BRCA1 protein in sporadic breast cancer."),
-        Passage("abstract", "We studied BRCA1 expression in 20 tumours. Loss of BRCA1 was frequent.")))
-    answers = {"pmid:10788334/0/0": "[Gene BRCA1] protein in sporadic [Disease breast cancer].",
-               "pmid:10788334/1/0": "We studied BRCA1 expression in 20 tumours.", "pmid:10788334/1/1": "Loss of BRCA1 was frequent."}
-    sentences, _ = segment([doc], 2000)
+    sentences, _ = segment([BRCA1_DOC], 2000)
     scores = {"We studied BRCA1 expression in 20 tumours.": 0.8, "Loss of BRCA1 was frequent.": 0.2}
     for selector, names, expected in ((ConfirmingSelector(scores), True, [("Gene", 11, 0.8)]),
                                       (ConfirmingSelector(scores), False, []), (None, True, [])):
         if selector is not None:
             selector.scores |= {"BRCA1": 0.9, "breast cancer": 0.9}
         stats = TagStats()
-        tagger = Tagger(ReverseEngine(answers), OraclePrompts(types, "brackets"), 10, selector, names=names)
+        tagger = Tagger(ReverseEngine(BRCA1_ANSWERS), OraclePrompts(types, "brackets"), 10, selector, names=names)
         entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats)[0], stats)
         added = [(e.type, e.start, e.score) for e in entities if e.origin == "propagated"]
         assert added == expected
@@ -353,17 +356,12 @@ def test_name_propagation_gets_the_scores_the_cascade_computed():
     """BRCA1 tagged in the title is proposed in the abstract's sentences; the selector confirms
     them with the scores its triage computed for the same chunk (no second encoding)."""
     types = resolve_types(["Gene", "Disease"])
-    doc = Document("pmid:10788334", 1, (
-        Passage("title", "BRCA1 protein in sporadic breast cancer."),
-        Passage("abstract", "We studied BRCA1 expression in 20 tumours. Loss of BRCA1 was frequent.")))
-    answers = {"pmid:10788334/0/0": "[Gene BRCA1] protein in sporadic [Disease breast cancer].",
-               "pmid:10788334/1/0": "We studied BRCA1 expression in 20 tumours.", "pmid:10788334/1/1": "Loss of BRCA1 was frequent."}
-    sentences, _ = segment([doc], 2000)
+    sentences, _ = segment([BRCA1_DOC], 2000)
     selector = KnownSelector({"BRCA1": 0.9, "breast cancer": 0.9, "We studied BRCA1 expression in 20 tumours.": 0.8,
                               "Loss of BRCA1 was frequent.": 0.2})
     selector.triage = lambda texts, types: ([f"probs of {t}" for t in texts], [None] * len(texts))
     stats, known = TagStats(), {}
-    tagger = Tagger(ReverseEngine(answers), OraclePrompts(types, "brackets"), 10, selector, cascade=True, names=True)
+    tagger = Tagger(ReverseEngine(BRCA1_ANSWERS), OraclePrompts(types, "brackets"), 10, selector, cascade=True, names=True)
     entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats, None, known)[0], stats, known)
     assert selector.known == {s.text: f"probs of {s.text}" for s in sentences}
     assert [(e.type, e.start, e.origin) for e in entities if e.origin == "propagated"] == [("Gene", 11, "propagated")]
