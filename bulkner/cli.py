@@ -443,7 +443,7 @@ def train_selector_cmd(
     lr: float = typer.Option(SelectorTrainConfig.lr, help="Encoder learning rate."),
     head_lr: float = typer.Option(SelectorTrainConfig.head_lr, help="Learning rate of the freshly initialised head."),
     batch_size: int = typer.Option(SelectorTrainConfig.batch_size, help="Sentences per step."),
-    max_length: int = typer.Option(SelectorTrainConfig.max_length, help="Encoder tokens per sentence (spans past it are kept unscored)."),
+    max_length: int = typer.Option(SelectorTrainConfig.max_length, help="Encoder tokens per window; a longer sentence is read in windows overlapping by half."),
     limit: Optional[int] = typer.Option(None, help="Use at most N training sentences."),
     seed: int = typer.Option(SelectorTrainConfig.seed, help="Seed of the held-out split, shuffling and initialisation."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere)."),

@@ -295,7 +295,7 @@ def test_run_with_a_selector_scores_entities(tmp_path, tiny_model_dir, tiny_span
     assert invoke(*run_args).exit_code == 0
     scores = read(out, "entities", "sample-pubmed").column("score").to_pylist()
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert json.loads((out / "_fingerprint.json").read_text())["selector"].startswith("selector-span-v1-")
+    assert json.loads((out / "_fingerprint.json").read_text())["selector"].startswith("selector-span-v1-e2-")
     other = invoke(*run_args[:-1], "0.5")
     assert other.exit_code == 2 and "selector" in other.output
 

@@ -37,6 +37,10 @@ MAX_WIDTH = 24
 WIDTH_DIM = 32
 HIDDEN = 256
 
+READING = "2"
+"""How the encoder reads a sentence, in the fingerprint (2: a long one in overlapping windows, :func:`encode`;
+1: cut at ``max_length``, its spans past the cut kept unscored)."""
+
 NEGLIGIBLE = 1e-4
 """A scorable span whose every type probability is under this reads as certainly none (``Probs``):
 every calibrated threshold, band edge and repair floor (``selectors.train`` grids) is above it."""
@@ -47,14 +51,13 @@ class Probs(dict):
     spans. Iterating gives the spans with a type probability of at least ``NEGLIGIBLE`` (about 4%
     of them in PubMed text, so the decisions that look through every span look through few); the
     others (``rest``: sorted ``start << 32 | end`` keys, 8 bytes a span, so a chunk's sentences can
-    keep theirs for the document pass) are still scorable and read ``[1.0, 0.0, ...]``.
-    ``reach``: the end of the last word the encoder scored."""
+    keep theirs for the document pass) are still scorable and read ``[1.0, 0.0, ...]``."""
 
-    def __init__(self, rows=(), rest: Sequence[int] = (), types: int = 0, reach: int = 0) -> None:
+    def __init__(self, rows=(), rest: Sequence[int] = (), types: int = 0) -> None:
         import numpy as np
 
         super().__init__(rows)
-        self.rest, self.reach = np.sort(np.asarray(rest, dtype=np.int64)), reach
+        self.rest = np.sort(np.asarray(rest, dtype=np.int64))
         self.none_row = [1.0] + [0.0] * types
 
     def _rest(self, key: object) -> bool:
@@ -116,22 +119,40 @@ def span_model(encoder: Any, n_types: int) -> Any:
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[dict], list[Any]]:
-    """Tokenized rows and, per text, its scorable spans: an int array of rows ``(first token, last
-    token, start char, end char)``."""
+    """Tokenized rows and, per text, its scorable spans: an int array of rows ``(row, first token,
+    last token, start char, end char)``, ``row`` indexing the returned rows.
+
+    A text longer than ``max_length`` tokens is read in windows of ``max_length`` that overlap by
+    half (the tokenizer's overflow rows), so every span of it is scorable: each span is scored in
+    the window where it has the most context on its narrower side."""
     import numpy as np
 
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, stride=max_length // 2,
+                    return_overflowing_tokens=True, return_offsets_mapping=True)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    rows, spans = [], []
-    for n, text in enumerate(texts):
-        words = word_tokens(text)
-        starts, ends = {s for s, _ in words}, {e for _, e in words}
-        offsets = enc["offset_mapping"][n]
+    rows = [{k: enc[k][r] for k in keys} for r in range(len(enc["input_ids"]))]
+    found: list[list[Any]] = [[] for _ in texts]
+    bounds = [None] * len(texts)
+    for r, n in enumerate(enc["overflow_to_sample_mapping"]):
+        if bounds[n] is None:
+            words = word_tokens(texts[n])
+            bounds[n] = ({s for s, _ in words}, {e for _, e in words})
+        starts, ends = bounds[n]
+        offsets = enc["offset_mapping"][r]
         firsts = np.array([(k, s) for k, (s, e) in enumerate(offsets) if e > s and s in starts], dtype=np.int64).reshape(-1, 2)
         lasts = np.array([(k, e) for k, (s, e) in enumerate(offsets) if e > s and e in ends], dtype=np.int64).reshape(-1, 2)
         i, j = np.nonzero((firsts[:, :1] <= lasts[:, 0]) & (lasts[:, 0] < firsts[:, :1] + MAX_WIDTH))
-        spans.append(np.column_stack([firsts[i, 0], lasts[j, 0], firsts[i, 1], lasts[j, 1]]))
-        rows.append({k: enc[k][n] for k in keys})
+        first, last = firsts[i, 0], lasts[j, 0]
+        context = np.minimum(first, len(offsets) - 1 - last)
+        found[n].append(np.column_stack([np.full(len(i), r), first, last, firsts[i, 1], lasts[j, 1], context]))
+    spans = []
+    for windows in found:
+        both = np.concatenate(windows)
+        if len(windows) > 1:  # one row per char span: the window with the most context around it
+            order = np.lexsort((-both[:, 5], both[:, 4], both[:, 3]))
+            both = both[order]
+            both = both[np.r_[True, (np.diff(both[:, 3]) != 0) | (np.diff(both[:, 4]) != 0)]]
+        spans.append(both[:, :5])
     return rows, spans
 
 
@@ -147,7 +168,7 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
         for b in range(0, len(order), batch_size):
             chunk = order[b : b + batch_size]
             rows, spans = encode(tokenizer, [texts[n] for n in chunk], max_length)
-            index = np.concatenate([np.column_stack([np.full(len(f), r), f[:, :2]]) for r, f in enumerate(spans)])
+            index = np.concatenate([f[:, :3] for f in spans])
             if not len(index):
                 continue
             with autocast(device, bf16=True):
@@ -157,10 +178,9 @@ def span_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
             at = 0
             for r, found in enumerate(spans):
                 mine, n = worth[at : at + len(found)], len(found)
-                keys = zip(found[mine, 2].tolist(), found[mine, 3].tolist())
-                rest = (found[~mine, 2] << 32) | found[~mine, 3]
-                reach = int(found[:, 3].max()) if n else 0
-                out[chunk[r]] = Probs(zip(keys, probs[at : at + n][torch.from_numpy(mine)].tolist()), rest, probs.shape[1] - 1, reach)
+                keys = zip(found[mine, 3].tolist(), found[mine, 4].tolist())
+                rest = (found[~mine, 3] << 32) | found[~mine, 4]
+                out[chunk[r]] = Probs(zip(keys, probs[at : at + n][torch.from_numpy(mine)].tolist()), rest, probs.shape[1] - 1)
                 at += n
     return out
 
@@ -208,26 +228,16 @@ def repaired(probs: Probs, start: int, end: int, t: int, p: float, repair: Repai
     return best[1] if best[0] >= bar and best[1] != (start, end) else None
 
 
-def scored_whole(text: str, probs: Probs | dict) -> bool:
-    """Whether the encoder scored spans up to ``text``'s last word (it cuts long sentences short)."""
-    words = word_tokens(text)
-    reach = probs.reach if isinstance(probs, Probs) else max((end for _, end in probs), default=0)
-    return not words or reach == words[-1][1]
-
-
 Band = tuple[float, float]
 """The cascade's uncertainty band ``(low, high)`` on a span's probability for a type."""
 
 
-def triage(text: str, probs: Probs, allowed: Sequence[int], band: Band) -> list[tuple[int, int, int, float]] | None:
+def triage(probs: Probs, allowed: Sequence[int], band: Band) -> list[tuple[int, int, int, float]] | None:
     """The cascade's decision for one sentence: None when the generator must read it (a span of
-    an ``allowed`` type has a probability inside ``band`` (``low <= p < high``), or the encoder cut
-    the sentence short so that its last word was not scored); else the classifier's own spans
+    an ``allowed`` type has a probability inside ``band``: ``low <= p < high``); else the classifier's own spans
     ``(start, end, type index, p)``: those at ``high`` or more, the most probable first, none
     overlapping another (as :func:`decide` adds spans)."""
     low, high = band
-    if not scored_whole(text, probs):
-        return None
     if any(low <= p[1 + t] < high for p in probs.values() for t in allowed):
         return None
     return decide(probs, [], allowed, 1.0, high)[2]
@@ -242,11 +252,11 @@ def window(text: str, probs: Probs, allowed: Sequence[int], band: Band, names: S
     space, so the generator starts on a whole word), until nothing more overlaps.
     ``outside``: the classifier's own spans at ``high`` or more (as :func:`triage` takes them) outside
     the window; there the classifier decides, as in a sentence it decides alone.
-    The whole sentence when the encoder cut it short or nothing is uncertain. ``names``: the
+    The whole sentence when nothing is uncertain. ``names``: the
     selector's types, by index."""
     low, high = band
     uncertain = [span for span, p in probs.items() if any(low <= p[1 + t] < high for t in allowed)]
-    if not uncertain or not scored_whole(text, probs):
+    if not uncertain:
         return Window(0, len(text))
     likely = [span for span, p in probs.items() if any(p[1 + t] >= keep for t in allowed)]
     start, end = min(s for s, _ in uncertain), max(e for _, e in uncertain)
@@ -328,7 +338,7 @@ class SpanSelector:
         allowed = self.allowed(types)
         by_text = self.probs_by_text(sentences)
         probs = [by_text[text] for text in sentences]
-        decided = [triage(text, p, allowed, self.band) for text, p in zip(sentences, probs)]
+        decided = [triage(p, allowed, self.band) for p in probs]
         return probs, [None if spans is None else [(k, s, e, self.types[t], p) for s, e, t, p in spans]
                        for k, spans in enumerate(decided)]
 
@@ -390,11 +400,11 @@ class SpanSelector:
         return scores
 
     def fingerprint(self) -> str:
-        """Kind, version, the directory by content, both thresholds used and the boundary repair."""
+        """Kind, version, how it reads sentences, the directory by content, both thresholds used and the boundary repair."""
         from bulkner.checkpoints import content_id
 
         repair = f"-r{self.repair[0]:.4f},{self.repair[1]:.4f}" if self.repair else ""
-        return f"selector-span-v{SELECTOR_VERSION}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}{repair}"
+        return f"selector-span-v{SELECTOR_VERSION}-e{READING}-{content_id(self.path)[:16]}-t{self.threshold:.4f}-a{self.add_threshold:.4f}{repair}"
 
     def close(self) -> None:
         """Release the model (and GPU memory)."""

