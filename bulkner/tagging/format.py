@@ -57,6 +57,12 @@ WORD_RE = re.compile(r"\w+|[^\w\s]")
 the spans between them; a window's stop text must not start one)."""
 
 
+def word_char(char: str) -> bool:
+    """Whether ``char`` belongs to a word of :data:`WORD_RE` (``\\w``: what ``str.isalnum`` accepts,
+    and the underscore), so that no mention starts or ends between two of them."""
+    return char.isalnum() or char == "_"
+
+
 def source_view(text: str) -> str:
     """``text`` as the model reads and copies it: square brackets as parentheses (same length)."""
     return text.translate(_SOURCE_BRACKETS)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from bulkner.schema import Reject, Span
-from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, WORD_RE, escape, resolve_crossing, writing_order
+from bulkner.tagging.format import NO_ENTITIES, UNESCAPES, WORD_RE, escape, resolve_crossing, word_char, writing_order
 from bulkner.tagging.parse import _TOKEN_RE, ParseResult, Types, _reject, label_index, no_answer, normalize_label, place_mentions
 
 
@@ -190,7 +190,7 @@ class Grammar:
         """Per byte: it writes whitespace."""
         for at, char in enumerate(sentence):
             piece = escape(char).encode("utf-8")
-            inside_word = at > 0 and char.isalnum() and sentence[at - 1].isalnum()
+            inside_word = at > 0 and word_char(char) and word_char(sentence[at - 1])
             self.boundary += [not inside_word] + [False] * (len(piece) - 1)
             self.blank += [char.isspace()] * len(piece)
             self.text += piece

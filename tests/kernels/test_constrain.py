@@ -91,6 +91,9 @@ def test_no_bracket_goes_inside_a_word(vocabulary) -> None:
     at = len(b"toxic (v")
     assert not grammar.boundary[at] and grammar.boundary[len(b"toxic (")] and grammar.boundary[len(b"toxic (vincristine")]
     assert all(b != ord("[") for b, _ in grammar.moves(("text", at, 0, False)))
+    # the words the parser and the span selector see (``WORD_RE``: ``\w``, the underscore included)
+    grammar = Grammar("IL_6 and Ca²⁺", SIX)
+    assert [grammar.boundary[len("IL_6 and Ca²⁺"[:k].encode())] for k in (2, 3, 11, 12)] == [False, False, False, True]
 
 
 def test_nested_spans_source_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
