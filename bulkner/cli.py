@@ -137,6 +137,7 @@ def print_summary(summary: dict, json_path: Optional[Path]) -> None:
         by_type = ", ".join(f"{t} {n}" for t, n in summary["entities_by_type"].items()) or "none"
         dropped = f"; the selector dropped {summary['selector_dropped']}" if summary["selector_dropped"] else ""
         dropped += f"; the selector added {summary['selector_added']}" if summary.get("selector_added") else ""
+        dropped += f"; {summary['forced']} spans the constraint forced on the model left to the selector" if summary.get("forced") else ""
         out(f"entities: {sum(summary['entities_by_type'].values())} ({by_type}){dropped}")
         if changed := {k: n for k, n in summary.get("abbreviations", {}).items() if k != "definitions" and n}:
             out(f"abbreviations: {summary['abbreviations'].get('definitions', 0)} definitions; "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bulkner import tagging
+from bulkner.kernels import constrain
 from bulkner.connectors import discover
 from bulkner.linking import abbreviations, names
 from bulkner.linking.link import Linker
@@ -64,7 +65,7 @@ def fingerprint(config: RunConfig, types: Sequence[EntityType], with_model: bool
             "prompt": prompt.PROMPT_VERSION,
             "types": [[t.name, t.definition] for t in types],
             "decoding": {"greedy": True, "max_model_len": engine.max_model_len, "engine": engine.name, "dtype": engine.dtype}
-                        | ({"constrained": True} if engine.constrain else {}),  # runs from before it keep their hash
+                        | ({"constrained": constrain.VERSION} if engine.constrain else {}),  # runs from before it keep their hash
             "parser": tagging.VERSION,
             "answer_format": tagging.answer_format(fmt).id,
             "selector": _selector(config),

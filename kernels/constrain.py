@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from bulkner.tagging.inline import Grammar
+
+VERSION = "2"
+"""Part of the fingerprint of a constrained run; changes whenever what the constraint allows or how
+its answers are read changes (2: "inside a word" is ``WORD_RE``'s; the spans it forced on the model
+are left to the selector)."""
 
 VLLM_PROCESSOR = "bulkner.kernels.vllm_constraint:SourceConstraint"
 """The logits processor ``vllm.LLM(logits_processors=[...])`` is given (imports vLLM)."""
@@ -188,15 +193,26 @@ def mask_disallowed(logits, rows: dict[int, Constraint]):
     return logits.masked_fill_(~keep.to(logits.device), float("-inf"))
 
 
+def forced_ranges(decode: Callable[[Sequence[int]], str], token_ids: Sequence[int], steps: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """The ``[start, end)`` character ranges of ``decode(token_ids)`` that the tokens at ``steps``
+    (indices into ``token_ids``) wrote: ``Generation.forced`` from the steps a constraint forced.
+    A token that writes no text (the end token) gives no range."""
+    ids = list(token_ids)
+    ranges = ((len(decode(ids[:k])), len(decode(ids[: k + 1]))) for k in sorted(set(steps)) if k < len(ids))
+    return tuple((a, b) for a, b in ranges if b > a)
+
+
 class TransformersConstraints:
     """A ``transformers`` logits processor for one left-padded ``generate`` batch: row ``r``
-    follows ``constraints[r]`` (None: free) until it writes an end token."""
+    follows ``constraints[r]`` (None: free) until it writes an end token. ``forced[r]``: the
+    answer steps where the model's first choice was not allowed (``forced_ranges``)."""
 
     def __init__(self, constraints: Sequence[Constraint | None], prompt_width: int) -> None:
         self.constraints, self.width = list(constraints), prompt_width
+        self.forced: list[list[int]] = [[] for _ in self.constraints]
 
     def __call__(self, input_ids, scores):
-        rows = {}
+        rows, steps = {}, {}
         for row, constraint in enumerate(self.constraints):
             if constraint is None:
                 continue
@@ -204,5 +220,10 @@ class TransformersConstraints:
             if any(t in constraint.vocabulary.end_ids for t in written):
                 continue  # finished: transformers pads it from here on
             constraint.advance(written)
-            rows[row] = constraint
-        return mask_disallowed(scores, rows)
+            rows[row], steps[row] = constraint, len(written)
+        first = scores.argmax(-1).tolist()
+        masked = mask_disallowed(scores, rows)
+        for row, step in steps.items():
+            if masked[row, first[row]] == float("-inf"):
+                self.forced[row].append(step)
+        return masked

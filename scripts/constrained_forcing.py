@@ -12,7 +12,7 @@ over the source. The JSON gives the counts, the rank of each such token and the 
         ../shared/data/ner/bc5cdr/CDR_DevelopmentSet.PubTator.txt --types Chemical,Disease --out /tmp/forcing
 
 The eval's own JSON and predictions go to ``--out``. Run it on the vLLM engine (the default where
-vLLM runs); it asks each constrained prompt for ``logprobs=0`` (the chosen token's rank only).
+vLLM runs), which asks each constrained prompt for ``logprobs=0`` (the chosen token's rank only).
 """
 
 from __future__ import annotations
@@ -37,15 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     answers: dict[str, dict] = {}
     stop_ids: set[int] = set()
-    sampling, to_generation = vllm_engine.VllmEngine._sampling, vllm_engine._to_generation
+    to_generation = vllm_engine._to_generation
 
-    def ranked_sampling(self, prompt):
-        params = sampling(self, prompt)
-        if prompt.constraint is not None:
-            params.logprobs = 0
-        return params
-
-    def recorded(prompt, output):
+    def recorded(prompt, output, *rest):
         completion = output.outputs[0]
         if completion.logprobs is not None:
             at, forced = 0, []
@@ -55,7 +49,7 @@ def main() -> None:
                     forced.append((at, piece, rank, token in stop_ids))
                 at += len(piece)
             answers[prompt.id] = {"forced": forced, "text": completion.text}
-        return to_generation(prompt, output)
+        return to_generation(prompt, output, *rest)
 
     setup = vllm_engine.VllmEngine.setup
 
@@ -63,7 +57,6 @@ def main() -> None:
         setup(self)
         stop_ids.update(self._stop_ids)
 
-    vllm_engine.VllmEngine._sampling = ranked_sampling
     vllm_engine._to_generation = recorded
     vllm_engine.VllmEngine.setup = setup_and_read_stop_ids
 

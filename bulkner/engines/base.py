@@ -45,6 +45,9 @@ class Generation:
     output_tokens: int
     finished: bool = True
     """False when generation stopped at ``max_tokens`` rather than at an end-of-sequence token."""
+    forced: tuple[tuple[int, int], ...] = ()
+    """Under a constraint: the ``[start, end)`` character ranges of ``text`` written by tokens the
+    constraint chose over the model's own first choice (never the end token); empty otherwise."""
 
 
 class Engine(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from functools import partial
 from typing import Any, Sequence
 
 from bulkner.config import EngineConfig
@@ -105,9 +106,10 @@ class TransformersEngine:
         for row, prompt in enumerate(batch):
             ids[row, width - len(prompt.token_ids) :] = torch.tensor(prompt.token_ids, dtype=torch.long)
             mask[row, width - len(prompt.token_ids) :] = 1
+        processors = self._constraints(batch, width)
         with torch.inference_mode():
             out = self._model.generate(
-                logits_processor=self._constraints(batch, width),
+                logits_processor=processors,
                 input_ids=ids.to(self._device),
                 attention_mask=mask.to(self._device),
                 max_new_tokens=max(p.max_tokens for p in batch),
@@ -118,11 +120,14 @@ class TransformersEngine:
                 eos_token_id=sorted(self._stop_ids),
                 pad_token_id=self._pad_id,
             )
+        from bulkner.kernels.constrain import forced_ranges
+
         generations = []
+        decode = partial(self._tokenizer.decode, skip_special_tokens=True)
         for row, prompt in enumerate(batch):
             kept, finished = cut_answer(out[row, width:].tolist(), prompt.max_tokens, self._stop_ids)
-            text = self._tokenizer.decode(kept, skip_special_tokens=True)
-            generations.append(Generation(prompt.id, text, len(prompt.token_ids), len(kept), finished))
+            forced = forced_ranges(decode, kept, processors[0].forced[row]) if processors else ()
+            generations.append(Generation(prompt.id, decode(kept), len(prompt.token_ids), len(kept), finished, forced))
         return generations
 
     def _constraints(self, batch: Sequence[Prompt], width: int) -> Any:

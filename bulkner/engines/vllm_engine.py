@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from bulkner.config import EngineConfig
 from bulkner.engines.base import Generation, Prompt
@@ -88,6 +88,7 @@ def llm_kwargs(config: EngineConfig, model_dir: str, on_cuda: bool, enforce_eage
         from bulkner.kernels.constrain import VLLM_PROCESSOR
 
         kwargs["logits_processors"] = [VLLM_PROCESSOR]
+        kwargs["logprobs_mode"] = "raw_logprobs"  # a token's rank before the constraint: where it overrode the model
     if config.speculative_ngram > 0:
         kwargs["speculative_config"] = {
             "method": "ngram",
@@ -168,6 +169,7 @@ class VllmEngine:
             from bulkner.kernels.vllm_constraint import extra_args
 
             extra["extra_args"] = extra_args(prompt.constraint)
+            extra["logprobs"] = 0  # the chosen token's raw rank (``Generation.forced``)
         if extra:
             return params(**extra)
         if prompt.max_tokens not in self._params:
@@ -186,7 +188,11 @@ class VllmEngine:
         inputs = [{"prompt_token_ids": list(p.token_ids)} for p in prompts]
         params = [self._sampling(p) for p in prompts]
         outputs = self._llm.generate(inputs, params, use_tqdm=False, lora_request=self._lora)
-        return [_to_generation(p, out) for p, out in zip(prompts, outputs, strict=True)]
+        return [_to_generation(p, out, self._decode) for p, out in zip(prompts, outputs, strict=True)]
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` as the engine writes answers (special tokens left out)."""
+        return self._llm.get_tokenizer().decode(token_ids, skip_special_tokens=True)
 
     def close(self) -> None:
         """Shut the engine down and free its memory."""
@@ -210,13 +216,22 @@ class VllmEngine:
             torch.cuda.empty_cache()
 
 
-def _to_generation(prompt: Prompt, output: Any) -> Generation:
-    """One ``RequestOutput`` as a ``Generation`` carrying its prompt's id."""
+def _to_generation(prompt: Prompt, output: Any, decode: Callable[[Sequence[int]], str]) -> Generation:
+    """One ``RequestOutput`` as a ``Generation`` carrying its prompt's id; under a constraint, the
+    text of the tokens the model did not rank first (raw log-probabilities: before the constraint)."""
     completion = output.outputs[0]
+    forced: tuple[tuple[int, int], ...] = ()
+    if prompt.constraint is not None and completion.logprobs:
+        from bulkner.kernels.constrain import forced_ranges
+
+        ids = list(completion.token_ids)
+        steps = [k for k, (token, ranked) in enumerate(zip(ids, completion.logprobs)) if ranked[token].rank > 1]
+        forced = forced_ranges(decode, ids, steps)
     return Generation(
         id=prompt.id,
         text=completion.text,
         prompt_tokens=len(output.prompt_token_ids),
         output_tokens=len(completion.token_ids),
         finished=completion.finish_reason == "stop",
+        forced=forced,
     )

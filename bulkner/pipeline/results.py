@@ -87,6 +87,7 @@ class RunSummary:
             "selector_added": self.total("selector_added"),
             "generated": self.total("prompts"),
             "classified": self.total("classified"),
+            "forced": self.total("forced"),
             "abbreviations": dict(sorted(self.merged("abbreviations").items())),
             "names": dict(sorted(self.merged("names").items())),
             "links": dict(sorted(self.merged("links").items())),

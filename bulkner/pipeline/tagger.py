@@ -58,6 +58,9 @@ class TagStats:
     """Spans a span selector added: its own, and the boundaries it repaired."""
     classified: int = 0
     """Sentences the span classifier decided alone, without the generator (``--generate uncertain``)."""
+    forced: int = 0
+    """Spans of constrained answers that text the constraint forced on the model touches: not the
+    model's proposals, left to the selector (it adds those it is sure of)."""
     generate_seconds: float = 0.0
     """Wall time inside the engine's ``generate``."""
     selector_seconds: float = 0.0
@@ -80,6 +83,7 @@ class TagStats:
             "selector_dropped": self.selector_dropped,
             "selector_added": self.selector_added,
             "classified": self.classified,
+            "forced": self.forced,
             "generate_seconds": round(self.generate_seconds, 3),
             "selector_seconds": round(self.selector_seconds, 3),
             "abbreviations": dict(sorted(self.abbreviations.items())),
@@ -329,7 +333,9 @@ class Tagger:
                  window=None) -> None:
         """Parse one answer into ``entities`` (and ``rejects``). With a window, the answer is the
         prompt's head and the generation up to its stop text (``None`` there: nothing in the
-        window), and the head's spans are left out (the classifier's, not the generator's)."""
+        window), and the head's spans are left out (the classifier's, not the generator's). With a
+        selector, the spans a constraint forced on the model (``Generation.forced``) are left out
+        too: the selector adds them if it is sure of them (docs/pipeline.md measures why)."""
         stats.prompts += 1
         stats.prompt_tokens += gen.prompt_tokens
         stats.output_tokens += gen.output_tokens
@@ -340,12 +346,20 @@ class Tagger:
             text = self.builder.answer.until_stop(text, prompt.stop)
         if prompt.answer_prefix and text.strip() == NO_ENTITIES:
             text = ""
-        result = self.builder.answer.parse(prompt.answer_prefix + text, sentence.text, self.type_names)
+        answer = prompt.answer_prefix + text
+        result = self.builder.answer.parse(answer, sentence.text, self.type_names)
         for reject in result.rejects:
             rejects.append(Reject(reject.stage, reject.reason, f"{sentence.key}: {reject.record}", reject.detail))
+        forced: set = set()
+        if gen.forced and self.selector is not None and self.builder.answer.forced is not None:
+            shift = len(prompt.answer_prefix)
+            forced = self.builder.answer.forced(answer, sentence.text, self.type_names, [(a + shift, b + shift) for a, b in gen.forced])
         head = window.start if window is not None and prompt.answer_prefix else 0
         for span in result.spans:
             if head and span.end <= head:
+                continue
+            if span in forced:
+                stats.forced += 1
                 continue
             entities.append(Entity(sentence, sentence.start + span.start, sentence.start + span.end, span.type))
 

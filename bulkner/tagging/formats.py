@@ -62,6 +62,9 @@ class AnswerFormat:
     window``); None for formats that do not copy the sentence once."""
     until_stop: Callable[[str, str | None], str] | None = None
     """``until_stop(generated, stop)``: the part of a resumed answer that covers the window (with ``resume``)."""
+    forced: Callable[[str, str, Types, Sequence[tuple[int, int]]], set[Span]] | None = None
+    """``forced(output, sentence, types, ranges)``: the spans of a constrained answer that text the
+    constraint forced on the model touches (``Generation.forced``; with ``grammar``)."""
 
     def require_resume(self) -> None:
         """``ValueError`` unless answers in this format can be resumed (``--generate window``)."""
@@ -95,7 +98,7 @@ FORMATS: dict[str, AnswerFormat] = {
             "Copy the whole text once, writing every entity as [Type entity]: an opening bracket, the "
             "entity type, a space, the entity, a closing bracket. Write None if the text has no entity.\n",
             "all", inline.render, inline.parse, copies_per_type=False, grammar=inline.Grammar, resume=inline.resume,
-            until_stop=inline.until_stop),
+            until_stop=inline.until_stop, forced=inline.forced_spans),
         AnswerFormat(
             "spans", "1",
             "List the entities in the order of the text, one per line: the entity type, a colon and a "

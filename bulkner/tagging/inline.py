@@ -117,30 +117,46 @@ def parse(output: str, sentence: str, types: Types) -> ParseResult:
     """Spans of the typed-bracket answer ``output`` for ``sentence``; ``types`` as ``parse.parse``."""
     if (nothing := no_answer(output)) is not None:
         return nothing
-    plain, mentions, rejects = scan(output, label_index(types))
+    plain, mentions, rejects, _ = scan(output, label_index(types))
     spans, problems = place_mentions(plain, mentions, sentence)
     return ParseResult(sorted(set(spans), key=lambda s: (s.start, -s.end, s.type)), rejects + problems)
 
 
-def scan(body: str, index: Mapping[str, str]) -> tuple[str, list[tuple[int, int, str]], list[Reject]]:
-    """De-bracket and unescape ``body``: plain text, ``(start, end, type)`` mentions in it, rejects."""
+def forced_spans(output: str, sentence: str, types: Types, forced: Sequence[tuple[int, int]]) -> set[Span]:
+    """The spans of ``output`` (as :func:`parse` gives them) that text a constraint ``forced`` on
+    the model (``[start, end)`` ranges of ``output``, ``Generation.forced``) touches: written
+    anywhere from the mention's opening bracket to its closing one, both included. A span that
+    an untouched mention also gives is the model's own."""
+    if not forced or no_answer(output) is not None:
+        return set()
+    plain, mentions, _, marks = scan(output, label_index(types))
+    touched = [any(a < close and opened < b for a, b in forced) for opened, close in marks]
+    placed = {flag: set(place_mentions(plain, [m for m, t in zip(mentions, touched) if t == flag], sentence)[0]) for flag in (True, False)}
+    return placed[True] - placed[False]
+
+
+def scan(body: str, index: Mapping[str, str]) -> tuple[str, list[tuple[int, int, str]], list[Reject], list[tuple[int, int]]]:
+    """De-bracket and unescape ``body``: plain text, ``(start, end, type)`` mentions in it, rejects,
+    and each mention's ``[opening bracket, closing bracket + 1)`` range in ``body``."""
     parts: list[str] = []
-    length, stack, mentions, rejects = 0, [], [], []
+    length, stack, mentions, rejects, marks = 0, [], [], [], []
     labelling = False  # the text right after "[" starts with the label
-    for token in _TOKEN_RE.findall(body):
+    for found in _TOKEN_RE.finditer(body):
+        token = found.group()
         if token == "[":
-            stack.append([length, None])  # its type comes with the label
+            stack.append([length, None, found.start()])  # its type comes with the label
             labelling = True
             continue
         if token == "]":
             if not stack:
                 rejects.append(_reject("unbalanced_brackets", body, f"']' without '[' at {length}"))
             else:
-                start, type_ = stack.pop()
+                start, type_, opened = stack.pop()
                 if type_ is None:
                     rejects.append(_reject("unknown_type", "".join(parts)[start:], "'[' not followed by a known label and a space"))
                 else:
                     mentions.append((start, length, type_))
+                    marks.append((opened, found.end()))
             labelling = False
             continue
         text = UNESCAPES[token[1]] if len(token) == 2 and token[0] == "\\" else token
@@ -153,8 +169,8 @@ def scan(body: str, index: Mapping[str, str]) -> tuple[str, list[tuple[int, int,
         parts.append(text)
         length += len(text)
     plain = "".join(parts)
-    rejects += [_reject("unbalanced_brackets", plain[s:], f"'[' at {s} never closed") for s, _ in stack]
-    return plain, mentions, rejects
+    rejects += [_reject("unbalanced_brackets", plain[s:], f"'[' at {s} never closed") for s, _, _ in stack]
+    return plain, mentions, rejects, marks
 
 
 MAX_DEPTH = 4

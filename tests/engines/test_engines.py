@@ -279,6 +279,9 @@ def check_constrained(prompts: Sequence[Prompt], generations: Sequence[Generatio
         assert gen.finished and gen.output_tokens <= prompt.max_tokens
         result = parse(gen.text, prompt.constraint.sentence, prompt.constraint.types)
         assert result.rejects == [], (gen.text, result.rejects)
+        # where the constraint overrode the random model: ordered ranges of the answer's text
+        assert all(0 <= a < b <= len(gen.text) for a, b in gen.forced) and list(gen.forced) == sorted(set(gen.forced)), (gen.text, gen.forced)
+    assert sum(len(g.forced) for g in generations) > len(generations)  # a random model is overridden again and again
 
 
 def test_transformers_constrained_answers_always_parse(tiny_model_dir):
@@ -291,6 +294,7 @@ def test_transformers_constrained_answers_always_parse(tiny_model_dir):
         engine.close()
     check_constrained(prompts, constrained)
     assert constrained != unconstrained  # the random model writes anything when free
+    assert all(g.forced == () for g in unconstrained)
 
 
 @requires_vllm
@@ -307,7 +311,7 @@ def test_vllm_constrained_answers_always_parse_and_match_transformers(tiny_model
     check_constrained(prompts, constrained)
     hf = build_engine(dataclasses.replace(config, name="transformers"))
     try:
-        assert [g.text for g in hf.generate(prompts)] == [g.text for g in constrained]
+        assert [(g.text, g.forced) for g in hf.generate(prompts)] == [(g.text, g.forced) for g in constrained]
     finally:
         hf.close()
 

@@ -96,6 +96,19 @@ def test_no_bracket_goes_inside_a_word(vocabulary) -> None:
     assert [grammar.boundary[len("IL_6 and Ca²⁺"[:k].encode())] for k in (2, 3, 11, 12)] == [False, False, False, True]
 
 
+def test_forced_ranges_are_the_text_the_forced_tokens_wrote(tokenizer) -> None:
+    from bulkner.kernels.constrain import forced_ranges
+
+    answer = "Uptake of [Chemical (3H)thymidine] by naïve CD4+ T cells."
+    ids = tokenizer.encode(answer, add_special_tokens=False)
+    decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)
+    naive = next(k for k in range(len(ids)) if "ï" in decode(ids[: k + 1]))  # the token that completes "ï"
+    steps = [0, naive, len(ids) - 1, len(ids) + 3]  # a step past the answer gives nothing
+    got = [answer[a:b] for a, b in forced_ranges(decode, ids, steps)]
+    assert got == [decode(ids[:1]), decode(ids[: naive + 1])[len(decode(ids[:naive])) :], "."] and "ï" in got[1]
+    assert forced_ranges(decode, ids + list(tokenizer.all_special_ids[:1]), [len(ids)]) == ()  # an end token writes nothing
+
+
 def test_nested_spans_source_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
     sentence = "Activation of the CD28 surface receptor by [3H]thymidine and Ca²⁺ in naïve β-cells (n = 12)."
     spans = [Span(18, 39, "Gene"), Span(18, 22, "Gene"), Span(43, 56, "Chemical"), Span(61, 65, "Chemical"),

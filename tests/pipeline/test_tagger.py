@@ -167,6 +167,26 @@ def test_span_selector_additions_become_entities():
     assert stats.entities["Chemical"] == 6  # Cisplatin, cisplatin and the added Magnesium, twice
 
 
+def test_spans_the_constraint_forced_on_the_model_are_left_to_the_selector():
+    """A constrained answer's span that forced text touches (``Generation.forced``) is not the
+    model's proposal: with a selector it is left out (the selector adds what it is sure of); without
+    one it stays."""
+    sentences, _ = segment([DOC], 2000)
+    answers = {"pmid:1/0/0": "[Chemical Cisplatin] [Disease nephrotoxicity] in rats.", "pmid:1/1/0": "We gave [Chemical cisplatin] i.v. to rats.",
+               "pmid:1/1/1": "[Disease Renal failure] followed.", "pmid:1/1/2": "Magnesium helped."}
+    forced = {"pmid:1/1/0": ((answers["pmid:1/1/0"].index("]"), answers["pmid:1/1/0"].index("]") + 1),),  # its closing bracket
+              "pmid:1/1/2": ((0, 9),)}  # text outside any mention
+    engine = ReverseEngine(answers)
+    engine.generate = lambda prompts: [Generation(p.id, answers[p.id], 3, 5, forced=forced.get(p.id, ())) for p in prompts]
+    scores = {"Cisplatin": 0.9, "nephrotoxicity": 0.9, "cisplatin": 0.9, "Renal failure": 0.9}
+    selector, stats = ThresholdSelector(scores), TagStats()
+    entities, _ = Tagger(engine, OraclePrompts(TYPES, "brackets"), 10, selector).tag(sentences, stats)
+    assert [e.text for e in entities] == ["Cisplatin", "nephrotoxicity", "Renal failure"]
+    assert stats.forced == 1 and "cisplatin" not in {c.sentence[c.start : c.end] for c in selector.seen}
+    entities, _ = Tagger(engine, OraclePrompts(TYPES, "brackets"), 10).tag(sentences, TagStats())
+    assert [e.text for e in entities] == ["Cisplatin", "nephrotoxicity", "cisplatin", "Renal failure"]
+
+
 class TriageSelector(ThresholdSelector):
     """The cascade's stand-in: decides alone every sentence without "Renal" (its spans: each
     "Magnesium" as Chemical), hands the others to the generator with their scores."""

@@ -64,6 +64,28 @@ def test_brackets_write_one_copy_with_typed_nested_spans() -> None:
     assert answer_format("brackets").parse(cut, SENTENCE, SIX).spans == sorted(NESTED, key=ORDER)
 
 
+def test_forced_spans_are_the_mentions_a_forced_range_touches_from_bracket_to_bracket() -> None:
+    """``Generation.forced`` ranges (text a constraint wrote against the model's first choice)
+    mark the spans whose mention they touch, brackets and label included; nesting marks the outer too."""
+    brackets = answer_format("brackets")
+    answer = brackets.render(SENTENCE, NESTED, SIX)
+    where = lambda text, n=0: (answer.index(text), answer.index(text) + n + len(text))
+    forced = lambda *ranges: brackets.forced(answer, SENTENCE, SIX, ranges)
+    cd28, receptor, thymidine = at("CD28", "Gene"), at("CD28 surface receptor", "Gene"), at("[3H]thymidine", "Chemical")
+    assert forced(where("CD28]")) == {cd28, receptor}  # inside the inner mention: inside the outer one too
+    assert forced(where(" receptor]")) == {receptor}
+    assert forced(where("] in")) == {receptor}  # the closing bracket
+    assert forced(where(" [Chemical", -len("Chemical"))) == {thymidine}  # " [": the opening bracket
+    assert forced(where("Chemical")) == {thymidine}  # the label
+    assert forced(where(" by IL-2 and")) == set() == forced(where("Activation of the")) == forced()
+    assert brackets.forced("None", SENTENCE, SIX, [(0, 4)]) == set()
+    # a span that an untouched mention gives as well is the model's own
+    twice = "[Gene [Gene CD28]] surface"  # two mentions of one span: the forced one is the outer's "]"
+    assert brackets.forced(twice, "CD28 surface", SIX, [(17, 18)]) == set()
+    assert brackets.forced(twice, "CD28 surface", SIX, [(16, 17)]) == {Span(0, 4, "Gene")}  # the inner's "]": inside both
+    assert answer_format("blocks").forced is None  # no grammar, no constraint
+
+
 def test_brackets_refuse_crossing_spans_of_different_types() -> None:
     with pytest.raises(ValueError, match="cross"):
         answer_format("brackets").render("human T cells", [Span(0, 7, "Species"), Span(6, 13, "Gene")], SIX)
