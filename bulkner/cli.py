@@ -208,7 +208,8 @@ GENERATE_HELP = ("What the LLM reads: all (every sentence); uncertain (the span 
                  "and the LLM writes only the stretch of such a sentence that holds those spans); auto: window where the "
                  "selector has a calibrated band and the model answers in brackets, uncertain where it has a band only, else all.")
 CONSTRAIN_HELP = ("Constrained decoding: the model may only copy the sentence and mark entities in its answer "
-                  "format (brackets), so every answer parses and maps back. Not with --speculative-ngram.")
+                  "format (brackets), so every answer parses and maps back; a span the constraint forced on the "
+                  "model is left to the selector. Not with --speculative-ngram.")
 ANSWER_FORMAT_HELP = "How the model writes its answer: blocks, brackets or spans (default: the format the model or adapter was trained in)."
 TEXT_FIELD_HELP = "JSONL/Parquet: the field holding the document text."
 MAX_RECORD_HELP = ("Largest record read, in MiB of input (an XML article or citation, a JSONL line, a text file); "
