@@ -121,8 +121,9 @@ class Batch:
     windows: list | None = None
     """``--generate window``: the ``Window`` of each of ``sentences`` the generator writes."""
     known: dict = field(default_factory=dict)
-    """The cascade: every sentence's span scores by its text (those it decided alone too): the
-    selector does not compute them again, in ``finish`` or in the document pass's name propagation."""
+    """Every sentence's span scores by its text, from the cascade's triage (those it decided alone
+    too) or, generating every sentence with name propagation on, from ``finish``: the selector does
+    not compute them again, in ``finish`` or in the document pass's name propagation."""
     triage_seconds: float = 0.0
 
     def join(self, other: Batch) -> Batch:
@@ -271,7 +272,11 @@ class Tagger:
         windows = batch.windows or [None] * len(batch.sentences)
         for sentence, prompt, generation, window in zip(batch.sentences, batch.prompts, batch.generations, windows, strict=True):
             self._collect(sentence, prompt, generation, stats, found, batch.rejects, window)
-        probs = [batch.known[s.text] for s in batch.sentences] if self.cascade else None
+        if self.names and not self.cascade:  # every sentence generated: its scores, kept for the document pass
+            started = time.perf_counter()
+            batch.known = self.selector.probs_by_text([s.text for s in batch.sentences])
+            stats.selector_seconds += time.perf_counter() - started
+        probs = [batch.known[s.text] for s in batch.sentences] if batch.known else None
         kept = self._select(found, batch.sentences, stats, probs)
         if batch.windows is not None:
             kept = outside_windows(kept, dict(zip(map(id, batch.sentences), windows)))

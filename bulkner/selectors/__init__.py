@@ -74,6 +74,10 @@ class Selector(Protocol):
         ``probs``), the stretch of each that the generator must write."""
         ...
 
+    def probs_by_text(self, sentences: Sequence[str]) -> dict[str, Any]:
+        """Each sentence's span scores, by text (what ``triage``, ``select`` and ``confirm`` take)."""
+        ...
+
     def select(self, candidates: Sequence[Candidate], owners: Sequence[int], sentences: Sequence[str],
                types: Sequence[str], probs: Sequence[Any] | None = None) -> tuple[list[float], list[bool], list[Added]]:
         """Each candidate's score and keep decision (``candidates[i]`` is a span of

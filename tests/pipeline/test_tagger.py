@@ -113,6 +113,9 @@ class ThresholdSelector:
 
     band = None
 
+    def probs_by_text(self, sentences):
+        return {text: f"probs of {text}" for text in sentences}
+
     def select(self, candidates, owners, sentences, types, probs=None):
         assert all(c.sentence == sentences[k] for c, k in zip(candidates, owners))
         scores = self.score(candidates)
@@ -185,6 +188,23 @@ def test_spans_the_constraint_forced_on_the_model_are_left_to_the_selector():
     assert stats.forced == 1 and "cisplatin" not in {c.sentence[c.start : c.end] for c in selector.seen}
     entities, _ = Tagger(engine, OraclePrompts(TYPES, "brackets"), 10).tag(sentences, TagStats())
     assert [e.text for e in entities] == ["Cisplatin", "nephrotoxicity", "cisplatin", "Renal failure"]
+
+
+def test_a_window_answers_forced_ranges_count_from_its_generated_text():
+    """In a window answer the prompt's head is written already: ``Generation.forced`` counts from the
+    generated text, after the head."""
+    from bulkner.engines.base import Prompt
+    from bulkner.selectors import Window
+
+    sentence = segment([DOC], 2000)[0][1]  # "We gave cisplatin i.v. to rats."
+    generated = " [Chemical cisplatin] i.v. to rats."
+    tagger = Tagger(ReverseEngine({}), OraclePrompts(TYPES, "brackets"), 10, ThresholdSelector({"cisplatin": 0.9}))
+    prompt = Prompt(sentence.key, (), 20, answer_prefix="We gave")
+    for forced, kept in (("i.v.", ["cisplatin"]), ("]", [])):  # "i.v." read from the answer's start would fall in the mention
+        at = generated.index(forced)
+        found, stats = [], TagStats()
+        tagger._collect(sentence, prompt, Generation(sentence.key, generated, 3, 5, forced=((at, at + len(forced)),)), stats, found, [], Window(7, len(sentence.text)))
+        assert [e.text for e in found] == kept and stats.forced == 1 - len(kept)
 
 
 class TriageSelector(ThresholdSelector):
@@ -382,6 +402,12 @@ def test_name_propagation_gets_the_scores_the_cascade_computed():
     selector.triage = lambda texts, types: ([f"probs of {t}" for t in texts], [None] * len(texts))
     stats, known = TagStats(), {}
     tagger = Tagger(ReverseEngine(BRCA1_ANSWERS), OraclePrompts(types, "brackets"), 10, selector, cascade=True, names=True)
+    entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats, None, known)[0], stats, known)
+    assert selector.known == {s.text: f"probs of {s.text}" for s in sentences}
+    assert [(e.type, e.start, e.origin) for e in entities if e.origin == "propagated"] == [("Gene", 11, "propagated")]
+    # generating every sentence: finish scores them once, and the document pass gets those scores
+    selector.known, stats, known = None, TagStats(), {}
+    tagger = Tagger(ReverseEngine(BRCA1_ANSWERS), OraclePrompts(types, "brackets"), 10, selector, names=True)
     entities = tagger.finish_documents(sentences, tagger.tag(sentences, stats, None, known)[0], stats, known)
     assert selector.known == {s.text: f"probs of {s.text}" for s in sentences}
     assert [(e.type, e.start, e.origin) for e in entities if e.origin == "propagated"] == [("Gene", 11, "propagated")]
