@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from bulkner import tagging
-from bulkner.kernels import constrain
 from bulkner.connectors import discover
+from bulkner.kernels import constrain
 from bulkner.linking import abbreviations, names
 from bulkner.linking.link import Linker
 from bulkner.pipeline import prompt, sentences

@@ -13,6 +13,7 @@ reject and maps back onto its sentence.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -196,10 +197,17 @@ def mask_disallowed(logits, rows: dict[int, Constraint]):
 def forced_ranges(decode: Callable[[Sequence[int]], str], token_ids: Sequence[int], steps: Iterable[int]) -> tuple[tuple[int, int], ...]:
     """The ``[start, end)`` character ranges of ``decode(token_ids)`` that the tokens at ``steps``
     (indices into ``token_ids``) wrote: ``Generation.forced`` from the steps a constraint forced.
-    A token that writes no text (the end token) gives no range."""
-    ids = list(token_ids)
-    ranges = ((len(decode(ids[:k])), len(decode(ids[: k + 1]))) for k in sorted(set(steps)) if k < len(ids))
-    return tuple((a, b) for a, b in ranges if b > a)
+    A range starts where the text before and after the token first differ (a token that completes
+    a character split over two rewrites its placeholder); a token that writes no text (the end
+    token) gives no range."""
+    ids, ranges = list(token_ids), []
+    for k in sorted(set(steps)):
+        if k < len(ids):
+            before, after = decode(ids[:k]), decode(ids[: k + 1])
+            start = len(os.path.commonprefix([before, after]))
+            if len(after) > start:
+                ranges.append((start, len(after)))
+    return tuple(ranges)
 
 
 class TransformersConstraints:
@@ -221,9 +229,12 @@ class TransformersConstraints:
                 continue  # finished: transformers pads it from here on
             constraint.advance(written)
             rows[row], steps[row] = constraint, len(written)
-        first = scores.argmax(-1).tolist()
+        if not rows:
+            return scores
+        live = list(steps)
+        first = scores[live].argmax(-1)
         masked = mask_disallowed(scores, rows)
-        for row, step in steps.items():
-            if masked[row, first[row]] == float("-inf"):
-                self.forced[row].append(step)
+        for row, lost in zip(live, masked[live, first].isinf().tolist()):
+            if lost:
+                self.forced[row].append(steps[row])
         return masked

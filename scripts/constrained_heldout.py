@@ -38,7 +38,9 @@ SOURCES = [  # the shipped selector's (its selector.json): the split, and so the
 def main() -> None:
     config = SelectorTrainConfig(sources=tuple(TrainSource.parse(s) for s in SOURCES), out="unused")
     _, held_out, _ = split_rows(config)
-    text = {sentence.key: sentence.text for sentence, _, _ in held_out}
+    text = {}  # by key, the first sentence of a key, as held_out_predictions tags it
+    for sentence, _, _ in held_out:
+        text.setdefault(sentence.key, sentence.text)
     model, adapter = model_and_adapter(None, None)
     generations: dict = {}
     generate = vllm_engine.VllmEngine.generate

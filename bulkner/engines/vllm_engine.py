@@ -226,7 +226,10 @@ def _to_generation(prompt: Prompt, output: Any, decode: Callable[[Sequence[int]]
 
         ids = list(completion.token_ids)
         steps = [k for k, (token, ranked) in enumerate(zip(ids, completion.logprobs)) if ranked[token].rank > 1]
-        forced = forced_ranges(decode, ids, steps)
+        if decode(ids) == completion.text:  # the ranges are offsets into this text
+            forced = forced_ranges(decode, ids, steps)
+        else:
+            logger.debug("prompt %s: the answer's text is not its tokens decoded; its forced ranges are left out", prompt.id)
     return Generation(
         id=prompt.id,
         text=completion.text,

@@ -123,11 +123,12 @@ def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[
     last token, start char, end char)``, ``row`` indexing the returned rows.
 
     A text longer than ``max_length`` tokens is read in windows of ``max_length`` that overlap by
-    half (the tokenizer's overflow rows), so every span of it is scorable: each span is scored in
-    the window where it has the most context on its narrower side."""
+    half, and by at least ``MAX_WIDTH`` tokens (the tokenizer's overflow rows), so every span of it
+    is scorable: each span is scored in the window where it has the most context on its narrower side."""
     import numpy as np
 
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, stride=max_length // 2,
+    overlap = min(max(max_length // 2, MAX_WIDTH), max_length - 3)  # a span of MAX_WIDTH tokens fits in one window whole
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, stride=overlap,
                     return_overflowing_tokens=True, return_offsets_mapping=True)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     rows = [{k: enc[k][r] for k in keys} for r in range(len(enc["input_ids"]))]

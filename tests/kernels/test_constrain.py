@@ -107,6 +107,8 @@ def test_forced_ranges_are_the_text_the_forced_tokens_wrote(tokenizer) -> None:
     got = [answer[a:b] for a, b in forced_ranges(decode, ids, steps)]
     assert got == [decode(ids[:1]), decode(ids[: naive + 1])[len(decode(ids[:naive])) :], "."] and "ï" in got[1]
     assert forced_ranges(decode, ids + list(tokenizer.all_special_ids[:1]), [len(ids)]) == ()  # an end token writes nothing
+    split = tokenizer.encode("Ca 😀", add_special_tokens=False)  # the emoji's bytes over two tokens
+    assert decode(split[:-1]).endswith("\ufffd") and forced_ranges(decode, split, [len(split) - 1]) == ((3, 4),)  # "😀" itself
 
 
 def test_nested_spans_source_brackets_and_unicode_are_allowed(tokenizer, vocabulary) -> None:
