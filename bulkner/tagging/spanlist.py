@@ -42,12 +42,13 @@ def render(sentence: str, spans: Iterable[Span], types: Sequence[str] | None = N
     if not ordered:
         return NO_ENTITIES
     lines, cursor, taken = [], 0, set()
+    view = source_view(sentence)  # occurrences as the parser sees them ("[" and "(" read alike; offsets hold)
     for span in ordered:
         if ":" in span.type or "\n" in span.type:
             raise ValueError(f"type {span.type!r} cannot be a span-list label (':' or a line break)")
-        mention = sentence[span.start : span.end]
-        context = next(sentence[c : span.start] for c in _context_starts(sentence, span.start)
-                       if locate(sentence, sentence[c : span.start], mention, span.type, cursor, taken) == span.start)
+        mention = view[span.start : span.end]
+        context = next(view[c : span.start] for c in _context_starts(view, span.start)
+                       if locate(view, view[c : span.start], mention, span.type, cursor, taken) == span.start)
         body = escape(context) + "[" + escape(mention) + "]" if context else escape(mention)
         lines.append(f"{span.type}{SEPARATOR}{body}")
         cursor = span.start
