@@ -57,8 +57,14 @@ _MISC = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.DOTALL)
 _START_TAG = re.compile(rb"<([^\s/>!?]+)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
 _ENCODING = re.compile(rb"""^<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _FFFD = "\ufffd".encode()
-_SKIPPED = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
-"""Openers of what holds no markup, and what ends each: skipped whole while looking for tags."""
+_MAX_PI = 4096
+"""Longest processing instruction looked for: one whose ``?>`` is not within this many bytes is
+taken as broken and its ``<?`` read as text (PMC's are a few dozen bytes; one that lost its ``?>``,
+``<?properties open_access?>`` cut to ``<?p>``, would otherwise hide every tag up to the next
+article's, that article's start tag included)."""
+_SKIPPED = {b"<!--": (b"-->", None), b"<![CDATA[": (b"]]>", None), b"<?": (b"?>", _MAX_PI)}
+"""Openers of what holds no markup, what ends each and how far it may run (None: anywhere):
+skipped whole while looking for tags."""
 _WIDE = (  # (how a file starts, its encoding): byte order marks first, UTF-32 before UTF-16
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
@@ -404,7 +410,7 @@ class RecordSplitter:
         while True:
             match = tags.search(self.buf, pos - self.base)
             if match is not None and match.lastindex is None:  # a comment, CDATA or PI: no markup inside
-                pos = self._skip(_SKIPPED[match.group()], self.base + match.end(), keep)
+                pos = self._skip(*_SKIPPED[match.group()], self.base + match.end(), keep)
                 if pos is None:
                     return None
                 continue
@@ -415,14 +421,20 @@ class RecordSplitter:
             if not self._more_or_end(keep, pos):
                 return None
 
-    def _skip(self, terminator: bytes, pos: int, keep: int) -> int | None:
+    def _skip(self, terminator: bytes, limit: int | None, pos: int, keep: int) -> int | None:
         """The offset after the first ``terminator`` from offset ``pos``, reading blocks as needed;
-        None when the readable input ends first."""
-        while (i := self.buf.find(terminator, pos - self.base)) < 0:
+        None when the readable input ends first. With a ``limit``, ``pos`` itself when the
+        terminator is not within ``limit`` bytes (what opened there was text)."""
+        start = pos
+        while True:
+            i = self.buf.find(terminator, pos - self.base)
+            if i >= 0 and (limit is None or self.base + i <= start + limit):
+                return self.base + i + len(terminator)
+            if limit is not None and self.base + len(self.buf) >= start + limit + len(terminator):
+                return max(start, self.base)
             pos = max(pos, self.base + len(self.buf) - len(terminator) + 1)
             if not self._more_or_end(keep, pos):
                 return None
-        return self.base + i + len(terminator)
 
     def _more_or_end(self, keep: int, pos: int) -> bool:
         """``_more`` from offset ``keep`` (the start of the chunk being cut); at the end of the

@@ -67,6 +67,10 @@ CASES = [  # (what follows HEAD, the chunks as (tag, data, cut))
      [("PubmedArticle", C, None), ("PubmedArticle", B, None)]),
     (A + b"<?pi </PubmedArticle> ?>" + B + b"</PubmedArticleSet>", [("PubmedArticle", A, None), ("PubmedArticle", B, None)]),
     (C[:40], [("PubmedArticle", C[:40], END_OF_INPUT)]),  # the input ends inside the CDATA section
+    # a PI that lost its "?>" ("<?properties open_access?>" cut to "<?p>", a PMC article set) does not
+    # hide the next record's start tag up to that record's own "?>": past _MAX_PI bytes its "<?" is text
+    (A.replace(b"<PMID>", b"<?p><PMID>") + b" " * 5000 + B.replace(b"<MedlineCitation>", b"<?pi?><MedlineCitation>") + b"</PubmedArticleSet>",
+     [("PubmedArticle", A.replace(b"<PMID>", b"<?p><PMID>"), None), ("PubmedArticle", B.replace(b"<MedlineCitation>", b"<?pi?><MedlineCitation>"), None)]),
 ]
 
 
